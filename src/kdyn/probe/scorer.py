@@ -1,0 +1,189 @@
+"""Batched probe scoring: one forward pass per batch gives the target log-prob and first-token rank,
+and the same pass's KV cache (cropped to the prompt) seeds greedy generation.
+
+Layout of a batch (prompts left-padded so they all end at column P, targets right-padded):
+
+    [pad pad p p p p | t t pad]      position_ids count only real tokens, so padding changes nothing
+    [p p p p p p p p | t t t  ]
+                     ^ P
+
+logits at columns P-1 .. P+C-2 predict the target tokens; the cache cropped to P continues the
+prompt for generation. MCQ probes become one row per option (no generation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from kdyn.bench.schema import Probe
+from kdyn.probe import metrics
+from kdyn.probe.prompts import Row, build_rows
+
+
+@dataclass
+class ScoreConfig:
+    batch_size: int = 32
+    max_new_tokens: int = 24  # cap on greedy tokens
+    extra_new_tokens: int = 6  # greedy tokens beyond the longest target in the batch
+    autocast: Literal["none", "bfloat16"] = "none"
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("batch_size and max_new_tokens must be >= 1")
+
+
+def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    ids = set()
+    for src in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(src, int):
+            ids.add(src)
+        elif src:
+            ids.update(src)
+    return ids
+
+
+def _pad_batch(rows: list[Row], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    P = max(len(r.context) for r in rows)
+    C = max(len(r.continuation) for r in rows)
+    ids = torch.full((len(rows), P + C), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), P + C), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, P - len(r.context) : P] = torch.tensor(r.context)
+        mask[i, P - len(r.context) : P] = 1
+        ids[i, P : P + len(r.continuation)] = torch.tensor(r.continuation)
+        mask[i, P : P + len(r.continuation)] = 1
+    return ids.to(device), mask.to(device), P, C
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+@torch.inference_mode()
+def _score_batch(
+    model: PreTrainedModel, rows: list[Row], pad_id: int, stop: set[int], cfg: ScoreConfig
+) -> list[dict[str, Any]]:
+    device = next(model.parameters()).device
+    ids, mask, P, C = _pad_batch(rows, pad_id, device)
+    generate = rows[0].generate
+    cache = DynamicCache() if generate else None
+    out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), past_key_values=cache,
+                use_cache=generate, logits_to_keep=C + 1)  # fmt: skip
+    logits = out.logits[:, :C].float()  # [B, C, V]: columns P-1 .. P+C-2
+    logprobs = torch.log_softmax(logits, dim=-1)
+    cont = ids[:, P : P + C]  # [B, C]
+    valid = mask[:, P : P + C].bool()
+    token_lp = logprobs.gather(-1, cont.unsqueeze(-1)).squeeze(-1).masked_fill(~valid, 0.0)
+    first_logit = logits[:, 0].gather(-1, cont[:, :1])  # [B, 1]
+    ranks = (logits[:, 0] > first_logit).sum(-1)
+    results = [
+        {"logprob": float(token_lp[i].sum()), "first_token_rank": int(ranks[i]), "n_tokens": len(r.continuation)}
+        for i, r in enumerate(rows)
+    ]
+    if not generate:
+        return results
+    # greedy continuation of the prompt, reusing the prompt's cache
+    cache.crop(-C)  # drop the target columns: the cache now ends at the prompt
+    def budget(r: Row) -> int:
+        return min(cfg.max_new_tokens, len(r.continuation) + cfg.extra_new_tokens)
+
+    n_new = max(budget(r) for r in rows)
+    gen_mask = mask[:, :P]
+    next_tok = logits[:, 0].argmax(-1)  # [B]
+    pos = _positions(gen_mask)[:, -1]
+    generated = [next_tok]
+    done = torch.tensor([t in stop for t in next_tok.tolist()], device=device)
+    for _ in range(n_new - 1):
+        if bool(done.all()):
+            break
+        gen_mask = torch.cat([gen_mask, torch.ones_like(gen_mask[:, :1])], dim=-1)
+        pos = pos + 1
+        step = model(input_ids=next_tok[:, None], attention_mask=gen_mask, position_ids=pos[:, None],
+                     past_key_values=cache, use_cache=True)  # fmt: skip
+        next_tok = step.logits[:, -1].argmax(-1)
+        generated.append(next_tok)
+        done |= torch.tensor([t in stop for t in next_tok.tolist()], device=device)
+    tokens = torch.stack(generated, dim=1).tolist()
+    for res, toks, r in zip(results, tokens, rows):
+        toks = toks[: budget(r)]  # each row's own budget, so the batch it sits in changes nothing
+        cut = next((j for j, t in enumerate(toks) if t in stop), len(toks))
+        res["greedy_ids"] = toks[:cut]
+    return results
+
+
+def _batches(rows: list[Row], batch_size: int) -> list[list[Row]]:
+    """Group rows of similar length (less padding); generation and mcq rows never share a batch."""
+    order = sorted(rows, key=lambda r: (r.generate, len(r.context), len(r.continuation)))
+    out: list[list[Row]] = []
+    for r in order:
+        if out and len(out[-1]) < batch_size and out[-1][0].generate == r.generate:
+            out[-1].append(r)
+        else:
+            out.append([r])
+    return out
+
+
+def score_probes(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    probes: list[Probe],
+    cfg: ScoreConfig | None = None,
+    progress: Any = None,
+) -> list[dict[str, Any]]:
+    """Score every probe; one dict per probe in input order (columns: see `result_row`)."""
+    cfg = cfg or ScoreConfig()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stop = _stop_ids(model, tokenizer)
+    rows = build_rows(probes, tokenizer)
+    raw: dict[tuple[int, int], dict[str, Any]] = {}
+    was_training = model.training
+    model.eval()
+    autocast = torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16,
+                              enabled=cfg.autocast == "bfloat16")  # fmt: skip
+    with autocast:
+        for batch in _batches(rows, cfg.batch_size):
+            for r, res in zip(batch, _score_batch(model, batch, pad_id, stop, cfg)):
+                raw[(r.probe_index, r.option)] = res
+            if progress is not None:
+                progress(len(batch))
+    model.train(was_training)
+    return [result_row(p, i, raw, tokenizer) for i, p in enumerate(probes)]
+
+
+def result_row(p: Probe, i: int, raw: dict[tuple[int, int], dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    row: dict[str, Any] = {"probe_id": p.probe_id, "kind": p.kind, "probe_type": p.probe_type, "fact_id": p.fact_id, "k": p.k}
+    targets = [p.target, *p.target_aliases]
+    if p.probe_type == "mcq":
+        opts = [raw[(i, j)] for j in range(p.k)]
+        sums = [o["logprob"] for o in opts]
+        norm = [o["logprob"] / max(1, len(opt)) for o, opt in zip(opts, p.options)]  # per character (lm-eval acc_norm)
+        choice = max(range(p.k), key=lambda j: sums[j])
+        row |= {
+            "logprob": sums[p.answer_index],
+            "first_token_rank": opts[p.answer_index]["first_token_rank"],
+            "greedy": None, "em": None, "contains": None, "rouge1_recall": math.nan,
+            "choice": choice,
+            "choice_norm": max(range(p.k), key=lambda j: norm[j]),
+            "correct": choice == p.answer_index,
+        }  # fmt: skip
+        return row
+    res = raw[(i, -1)]
+    greedy = tokenizer.decode(res["greedy_ids"], skip_special_tokens=True)
+    correct = metrics.arithmetic_correct(greedy, p.target) if p.probe_type == "arithmetic" else metrics.starts_with(greedy, targets)
+    row |= {
+        "logprob": res["logprob"],
+        "first_token_rank": res["first_token_rank"],
+        "greedy": greedy,
+        "em": metrics.exact_match(greedy, targets),
+        "contains": metrics.contains(greedy, targets),
+        "rouge1_recall": metrics.rouge1_recall(greedy, targets),
+        "choice": None,
+        "choice_norm": None,
+        "correct": correct,
+    }
+    return row

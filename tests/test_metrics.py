@@ -1,0 +1,43 @@
+"""Answer normalisation and string metrics (DESIGN.md: correctness of a probe)."""
+
+import pytest
+
+from kdyn.probe import metrics
+
+
+@pytest.mark.parametrize(
+    "greedy, target, expected",
+    [
+        (" Paris.", "Paris", True),
+        ("paris, the capital", "Paris", True),
+        ("Parisian food", "Paris", False),
+        ("  \"Lisbon\" is", "Lisbon", True),
+        ("The answer is Paris", "Paris", False),  # must start with it
+        ("Washington, D.C.", "Washington, D.C.", True),
+        ("", "Paris", False),
+    ],
+)
+def test_starts_with(greedy, target, expected):
+    assert metrics.starts_with(greedy, [target]) is expected
+
+
+def test_aliases_count():
+    assert metrics.starts_with("Washington is", ["Washington, D.C.", "Washington"])
+
+
+def test_em_contains_rouge():
+    assert metrics.exact_match("Paris.\nMore text", ["paris"])
+    assert not metrics.exact_match("Paris is nice", ["Paris"])
+    assert metrics.contains("I think it is Paris.", ["Paris"])
+    assert metrics.rouge1_recall("born in new york city", ["New York"]) == 1.0
+    assert metrics.rouge1_recall("york", ["New York"]) == 0.5
+    assert metrics.rouge1_recall("", ["New York"]) == 0.0
+
+
+@pytest.mark.parametrize(
+    "greedy, target, expected",
+    [("85", "85", True), ("The answer is 85.", "85", True), ("1,200 apples", "1200", True),
+     ("84 or 85", "85", False), ("no idea", "85", False), ("-3", "-3", True)],
+)  # fmt: skip
+def test_arithmetic(greedy, target, expected):
+    assert metrics.arithmetic_correct(greedy, target) is expected
