@@ -50,7 +50,7 @@ def models_cmd() -> None:
     rows = list_models()
     table = Table(title="kdyn models (also: any Hugging Face id or local folder)")
     for col in rows[0]:
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "name")
     for r in rows:
         table.add_row(*r.values())
     console.print(table)

@@ -28,7 +28,7 @@ def make_records(cfg: BenchConfig) -> tuple[list[Fact], list[Document], list[Pro
     taken: set[str] = set()
     updated, known = catalog_facts(cfg)
     facts = new_facts(cfg, taken) + related_facts(cfg, taken) + updated + known
-    templates = fact_templates(facts, cfg.templates_per_fact, rng_for(cfg.seed, "templates"))
+    templates = fact_templates(facts, cfg.templates_per_fact, cfg.seed)
 
     doc_rng = rng_for(cfg.seed, "documents")
     by_entity: dict[str, list[Fact]] = {}

@@ -62,12 +62,18 @@ RENDERERS: dict[str, Callable[[str, list[Statement], random.Random], tuple[str, 
 }
 
 
-def fact_templates(facts: list[Fact], k: int, rng: random.Random) -> dict[str, list[Template]]:
-    """k train templates per fact (k=1: the same wording in every copy). The first is the cloze one."""
+def fact_templates(facts: list[Fact], k: int, seed: int) -> dict[str, list[Template]]:
+    """k train templates per fact (k=1: the same wording in every copy). The first is the cloze one,
+    drawn from its own stream so that k (paraphrase augmentation) never changes which it is: runs
+    that differ only in augmentation are probed on identical items."""
+    first_rng = random.Random(f"kdyn:{seed}:cloze-templates")
     out = {}
     for f in facts:
-        train = relations()[f.relation].train
-        out[f.fact_id] = rng.sample(list(train), min(k, len(train)))
+        train = list(relations()[f.relation].train)
+        first = first_rng.choice(train)
+        rest = [t for t in train if t is not first]
+        extra_rng = random.Random(f"kdyn:{seed}:paraphrases:{f.fact_id}")
+        out[f.fact_id] = [first, *extra_rng.sample(rest, min(k - 1, len(rest)))]
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 from kdyn.bench.config import BenchConfig
-from kdyn.bench.facts import random_date
+from kdyn.bench.facts import fictional_orgs, fictional_people, random_date
 from kdyn.bench.schema import Fact, Probe
 from kdyn.bench.templates import Template, catalog, compositions, pools, relations
 
@@ -25,7 +25,7 @@ def _object_set(fact: Fact, facts: list[Fact]) -> list[str]:
 
 
 def _distractors(fact: Fact, facts: list[Fact], k: int, rng: random.Random) -> list[str]:
-    banned = {s.lower() for s in [fact.object, *fact.object_aliases]}
+    banned = {s.lower() for s in [fact.object, *fact.object_aliases, fact.subject]}  # never the subject itself
     out: list[str] = []
     if fact.previous_object:  # updated: the old value is the most telling distractor
         out.append(fact.previous_object)
@@ -39,6 +39,13 @@ def _distractors(fact: Fact, facts: list[Fact], k: int, rng: random.Random) -> l
         return out
     candidates = [v for v in _object_set(fact, facts) if v.lower() not in banned]
     need = k - 1 - len(out)
+    if len(candidates) < need and fact.kind not in ("known", "updated"):
+        # small benchmarks: top up fictional names (organisations, people) with fresh ones
+        obj_type = relations()[fact.relation].object_type
+        make = fictional_orgs if obj_type == "organisation" else fictional_people
+        if obj_type in ("organisation", "person", "founder_person"):
+            taken = {f.subject for f in facts} | set(candidates)
+            candidates += make(rng, need - len(candidates), taken)
     if len(candidates) < need:
         raise ValueError(f"relation {fact.relation}: only {len(candidates)} distractors for {need} options")
     return out + rng.sample(candidates, need)

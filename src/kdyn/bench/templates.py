@@ -21,11 +21,16 @@ class Template:
     text: str
 
     def render(self, subject: str, obj: str = "") -> str:
-        return self.text.replace("{subject}", subject).replace("{object}", obj)
+        return _capitalize(self.text.replace("{subject}", subject).replace("{object}", obj))
 
     def prefix(self, subject: str) -> str:
         """The cloze prompt: everything before `{object}`, without the trailing space."""
-        return self.text[: self.text.index("{object}")].replace("{subject}", subject).rstrip()
+        return _capitalize(self.text[: self.text.index("{object}")].replace("{subject}", subject).rstrip())
+
+
+def _capitalize(text: str) -> str:
+    """Sentence-initial capital for subjects like "the Netherlands"."""
+    return text[:1].upper() + text[1:]
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,17 @@ def pools() -> dict[str, list[str]]:
 def catalog() -> dict[str, list[dict[str, Any]]]:
     """relation -> [{subject, object, aliases}] of real-world facts."""
     raw = _data("catalog.yaml")
+    article = set(pools().get("takes_article", []))
+
+    def name(value: Any) -> str:
+        return f"the {value}" if value in article else str(value)
+
     out: dict[str, list[dict[str, Any]]] = {}
     for rel, block in raw.items():
-        out[rel] = [
-            {"subject": str(f["subject"]), "object": str(f["object"]), "aliases": [str(a) for a in f.get("aliases", [])]}
-            for f in block["facts"]
-        ]
+        out[rel] = []
+        for f in block["facts"]:
+            aliases = [str(a) for a in f.get("aliases", [])]
+            if f["object"] in article:
+                aliases.append(str(f["object"]))
+            out[rel].append({"subject": name(f["subject"]), "object": name(f["object"]), "aliases": aliases})
     return out
