@@ -24,7 +24,7 @@ from kdyn.bench.schema import load_benchmark
 from kdyn.experiment import load_experiment
 from kdyn.models import load_model
 from kdyn.probe.prompts import build_rows
-from kdyn.probe.scorer import ScoreConfig, score_probes
+from kdyn.probe.scorer import score_probes
 
 
 @torch.inference_mode()

@@ -37,7 +37,8 @@ def test_em_contains_rouge():
 @pytest.mark.parametrize(
     "greedy, target, expected",
     [("85", "85", True), ("The answer is 85.", "85", True), ("1,200 apples", "1200", True),
-     ("84 or 85", "85", False), ("no idea", "85", False), ("-3", "-3", True)],
+     ("84 or 85", "85", False), ("no idea", "85", False), ("-3", "-3", True),
+     ("8 - 2 = 6", "6", True), ("9 - 8 = 9", "1", False), ("(3 + 4) * 2 = 14.", "14", True), ("3 + 4 is 7", "7", False)],
 )  # fmt: skip
 def test_arithmetic(greedy, target, expected):
     assert metrics.arithmetic_correct(greedy, target) is expected

@@ -120,3 +120,24 @@ def test_mcq_choice_independent_of_option_order(tiny_lm):
     ra, rb = score_probes(tiny_lm.model, tiny_lm.tokenizer, [a, b])
     assert opts[ra["choice"]] == rev[rb["choice"]]
     assert ra["logprob"] == pytest.approx(rb["logprob"], abs=1e-5)
+
+
+def test_mcq_option_logprobs_equal_hand_computation(tiny_lm):
+    """Options reuse their prompt's cache; each option's score must still be log p(option | prompt)."""
+    from kdyn.probe.prompts import build_rows
+    from kdyn.probe.scorer import _score_options
+
+    tok, model = tiny_lm.tokenizer, tiny_lm.model
+    probes = [
+        Probe("a", "f", "knowledge", "new", "mcq", "X was born in", False, "Paris",
+              options=["Lisbon", "Paris", "Oslo", "Rio de Janeiro"], answer_index=1, k=4),
+        Probe("b", "g", "knowledge", "new", "mcq", "A much longer prompt: Y works for", False, "Acme",
+              options=["Acme", "Telmar Biotech Holdings"], answer_index=0, k=2),
+    ]  # fmt: skip
+    rows = build_rows(probes, tok)
+    scored = _score_options(model, rows, tok.pad_token_id)
+    for r, res in zip(rows, scored):
+        p = probes[r.probe_index]
+        assert res["logprob"] == pytest.approx(hand_logprob(model, tok, p.prompt, p.options[r.option]), abs=1e-4)
+    full = score_probes(model, tok, probes, ScoreConfig(batch_size=3))  # options split across batches
+    assert full[0]["logprob"] == pytest.approx(hand_logprob(model, tok, "X was born in", "Paris"), abs=1e-4)

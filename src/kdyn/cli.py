@@ -1,21 +1,19 @@
 """The `kdyn` command line: thin wrappers over the library (each command ↔ one library function).
 
-Bad input raises KdynError deep inside; `friendly` turns it into one line on stderr and exit 2.
+Bad input raises KdynError deep inside; `friendly` (kdyn.console) turns it into one line and exit 2.
 """
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from kdyn.errors import KdynError
+from kdyn.analysis.commands import register as register_analysis
+from kdyn.console import console, friendly
 
 app = typer.Typer(help="Measure what continual pre-training teaches a language model, and what it breaks.",
                   no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)  # fmt: skip
@@ -23,22 +21,8 @@ bench_app = typer.Typer(help="Build or import a knowledge benchmark.", no_args_i
 import_app = typer.Typer(help="Import an external benchmark.", no_args_is_help=True)
 bench_app.add_typer(import_app, name="import")
 app.add_typer(bench_app, name="bench")
-console = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
+register_analysis(app)  # analyze, compare, query
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: --set key.path=value")]
-
-
-def friendly(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KdynError as e:
-            err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 @app.command("models")

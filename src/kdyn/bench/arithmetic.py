@@ -17,35 +17,34 @@ WORD_PROBLEMS = [
 NAMES = ["Ana", "Ben", "Chen", "Dara", "Eli", "Farah", "Gus", "Hana"]
 
 
-def _one_step(rng: random.Random) -> tuple[str, int]:
+def _one_step(rng: random.Random, hi: int) -> tuple[str, int]:
     op = rng.choice(["+", "-", "*"])
-    if op == "+":
-        a, b = rng.randint(10, 99), rng.randint(10, 99)
-        return f"What is {a} + {b}?", a + b
-    if op == "-":
-        a, b = rng.randint(20, 99), rng.randint(1, 19)
-        return f"What is {a} - {b}?", a - b
-    a, b = rng.randint(2, 9), rng.randint(11, 30)
-    return f"What is {a} * {b}?", a * b
+    a, b = rng.randint(2, hi), rng.randint(2, hi)
+    if op == "-" and b > a:
+        a, b = b, a
+    return f"What is {a} {op} {b}?", a + b if op == "+" else a - b if op == "-" else a * b
 
 
-def _multi_step(rng: random.Random) -> tuple[str, int]:
+def _multi_step(rng: random.Random, hi: int) -> tuple[str, int]:
+    a, b, c = rng.randint(1, hi), rng.randint(1, hi), rng.randint(1, 5)
     if rng.random() < 0.5:
-        a, b, c = rng.randint(2, 20), rng.randint(2, 20), rng.randint(2, 9)
         form = rng.choice(["({a} + {b}) * {c}", "{a} * {c} + {b}", "{a} + {b} - {c}"])
         expr = form.format(a=a, b=b, c=c)
         return f"What is {expr}?", int(eval(expr, {"__builtins__": {}}))  # our own digits and operators only
     text, fn = rng.choice(WORD_PROBLEMS)
-    a, b, c = rng.randint(3, 12), rng.randint(2, 9), rng.randint(1, 5)
     return text.format(name=rng.choice(NAMES), a=a, b=b, c=c), fn(a, b, c)
 
 
-def arithmetic_probes(rng: random.Random, one_step: int, multi_step: int, instruction: str) -> list[Probe]:
+def arithmetic_probes(rng: random.Random, one_step: int, multi_step: int, instruction: str, hi: int = 9) -> list[Probe]:
+    """`hi` bounds the operands: single digits by default, which a 135M model half-solves at step 0,
+    so that a drop in skill is measurable (two-digit sums sit near 0 for it)."""
     probes = []
     for label, n, make in (("one", one_step, _one_step), ("multi", multi_step, _multi_step)):
         seen: set[str] = set()
-        while len([p for p in probes if p.template_id == f"arithmetic:{label}"]) < n:
-            question, answer = make(rng)
+        for _ in range(200 * n):
+            if len(seen) == n:
+                break
+            question, answer = make(rng, hi)
             if question in seen:
                 continue
             seen.add(question)
@@ -63,4 +62,6 @@ def arithmetic_probes(rng: random.Random, one_step: int, multi_step: int, instru
                     template_id=f"arithmetic:{label}",
                 )
             )
+        if len(seen) < n:
+            raise ValueError(f"only {len(seen)} distinct {label}-step arithmetic probes with operands up to {hi}")
     return probes

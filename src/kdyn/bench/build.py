@@ -42,7 +42,8 @@ def make_records(cfg: BenchConfig) -> tuple[list[Fact], list[Document], list[Pro
     probes += compositional_probes(facts, cfg, probe_rng)
     pc = cfg.probes
     probes += arithmetic_probes(
-        rng_for(cfg.seed, "arithmetic"), pc.arithmetic_one_step, pc.arithmetic_multi_step, pc.qa_instruction
+        rng_for(cfg.seed, "arithmetic"), pc.arithmetic_one_step, pc.arithmetic_multi_step,
+        pc.arithmetic_instruction, pc.arithmetic_max_operand,
     )
     return facts, documents, probes
 

@@ -42,12 +42,16 @@ class ProbeSetConfig:
     compositional_max: int = 0  # per composition; 0 = all that the facts allow
     arithmetic_one_step: int = 20
     arithmetic_multi_step: int = 20
+    arithmetic_max_operand: int = 9
+    arithmetic_instruction: str = "Answer with the number only."
     qa_instruction: str = "Answer with the answer only."  # appended to question prompts
 
     def validate(self) -> None:
         bad = [t for t in self.types if t not in ("cloze", "qa", "mcq", "compositional")]
         if bad:
             raise ValueError(f"probes.types: unknown probe type '{bad[0]}' (cloze, qa, mcq, compositional)")
+        if self.arithmetic_max_operand < 2:
+            raise ValueError("probes.arithmetic_max_operand must be >= 2")
         if self.mcq_options < 2:
             raise ValueError("probes.mcq_options must be >= 2")
 

@@ -65,6 +65,11 @@ def first_number(text: str) -> float | None:
         return None
 
 
+_ECHO = re.compile(r"^[\s\d+\-*/x×().,]*=\s*")  # "8 - 2 = 6": the answer follows a restated expression
+
+
 def arithmetic_correct(greedy: str, target: str) -> bool:
-    got = first_number(greedy)
+    """First number of the answer; an echoed "expression =" before it is skipped (small instruct models
+    restate the sum before answering, and its first operand is not their answer)."""
+    got = first_number(_ECHO.sub("", greedy, count=1))
     return got is not None and got == float(target)

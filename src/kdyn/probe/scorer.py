@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from kdyn.bench.schema import Probe
+from kdyn.device import Precision, resolve_precision
 from kdyn.probe import metrics
 from kdyn.probe.prompts import Row, build_rows
 
@@ -30,7 +31,7 @@ class ScoreConfig:
     batch_size: int = 32
     max_new_tokens: int = 24  # cap on greedy tokens
     extra_new_tokens: int = 6  # greedy tokens beyond the longest target in the batch
-    autocast: Literal["none", "bfloat16"] = "none"
+    precision: Precision = "float32"  # "auto": bf16 autocast where the hardware makes it faster
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.max_new_tokens < 1:
@@ -116,9 +117,53 @@ def _score_batch(
     return results
 
 
+@torch.inference_mode()
+def _score_options(model: PreTrainedModel, rows: list[Row], pad_id: int) -> list[dict[str, Any]]:
+    """MCQ rows: each distinct prompt is run once, its cache copied to its options (k× fewer prompt tokens)."""
+    device = next(model.parameters()).device
+    contexts: dict[int, int] = {}  # probe index -> row in the prompt batch
+    for r in rows:
+        contexts.setdefault(r.probe_index, len(contexts))
+    firsts = {r.probe_index: r for r in rows}
+    prompt_rows = sorted(contexts, key=contexts.get)
+    P = max(len(firsts[i].context) for i in prompt_rows)
+    ids = torch.full((len(prompt_rows), P), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for j, i in enumerate(prompt_rows):
+        ctx = firsts[i].context
+        ids[j, P - len(ctx) :], mask[j, P - len(ctx) :] = torch.tensor(ctx), 1
+    ids, mask = ids.to(device), mask.to(device)
+    cache = DynamicCache()
+    prefill = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), past_key_values=cache,
+                    use_cache=True, logits_to_keep=1)  # fmt: skip
+    last = torch.log_softmax(prefill.logits[:, -1].float(), -1)  # [U, V]
+    last_logits = prefill.logits[:, -1].float()
+    select = torch.tensor([contexts[r.probe_index] for r in rows], device=device)
+    cache.batch_select_indices(select)  # [R, P] (repeated indices copy a prompt to each of its options)
+    C = max(len(r.continuation) for r in rows)
+    opt = torch.full((len(rows), C), pad_id, dtype=torch.long)
+    opt_mask = torch.zeros_like(opt)
+    for j, r in enumerate(rows):
+        opt[j, : len(r.continuation)], opt_mask[j, : len(r.continuation)] = torch.tensor(r.continuation), 1
+    opt, opt_mask = opt.to(device), opt_mask.to(device)
+    full_mask = torch.cat([mask[select], opt_mask], dim=-1)
+    start = mask[select].sum(-1, keepdim=True)  # first option position = prompt length
+    out = model(input_ids=opt, attention_mask=full_mask, position_ids=start + torch.arange(C, device=device),
+                past_key_values=cache, use_cache=True)  # fmt: skip
+    lp = torch.log_softmax(out.logits[:, :-1].float(), -1)  # predicts option tokens 1..C-1
+    results = []
+    for j, r in enumerate(rows):
+        u, toks = contexts[r.probe_index], r.continuation
+        total = float(last[u, toks[0]]) + sum(float(lp[j, t - 1, tok]) for t, tok in enumerate(toks) if t > 0)
+        rank = int((last_logits[u] > last_logits[u, toks[0]]).sum())
+        results.append({"logprob": total, "first_token_rank": rank, "n_tokens": len(toks)})
+    return results
+
+
 def _batches(rows: list[Row], batch_size: int) -> list[list[Row]]:
     """Group rows of similar length (less padding); generation and mcq rows never share a batch."""
-    order = sorted(rows, key=lambda r: (r.generate, len(r.context), len(r.continuation)))
+    # mcq rows stay in probe order so a probe's options share a batch (and its prompt's cache)
+    order = sorted(rows, key=lambda r: (r.generate, len(r.context), r.probe_index, r.option))
     out: list[list[Row]] = []
     for r in order:
         if out and len(out[-1]) < batch_size and out[-1][0].generate == r.generate:
@@ -143,11 +188,13 @@ def score_probes(
     raw: dict[tuple[int, int], dict[str, Any]] = {}
     was_training = model.training
     model.eval()
-    autocast = torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16,
-                              enabled=cfg.autocast == "bfloat16")  # fmt: skip
+    device = next(model.parameters()).device
+    use_bf16 = resolve_precision(cfg.precision, device) == "bfloat16"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     with autocast:
         for batch in _batches(rows, cfg.batch_size):
-            for r, res in zip(batch, _score_batch(model, batch, pad_id, stop, cfg)):
+            scored = _score_batch(model, batch, pad_id, stop, cfg) if batch[0].generate else _score_options(model, batch, pad_id)
+            for r, res in zip(batch, scored):
                 raw[(r.probe_index, r.option)] = res
             if progress is not None:
                 progress(len(batch))

@@ -1,0 +1,230 @@
+"""Statistics for the analysis: bootstrap over items, McNemar, AUROC, Spearman, seed CIs, log-t fits.
+
+Every interval kdyn reports is a percentile bootstrap over items (DESIGN.md, "Uncertainty") with a fixed
+seed, so the same inputs give the same numbers. Resampling is vectorised: one matrix of resample counts
+(replicates x items) times a matrix of per-item columns gives every replicate's means at once.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import math
+
+import numpy as np
+
+_CHUNK_CELLS = 4_000_000  # replicates x items per resample block when not cached (32 MB)
+_CACHE_CELLS = 16_000_000  # resample counts kept for reuse across one analysis's tables (at most 128 MB)
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Percentile bootstrap over items: `replicates` resamples, seeded per group `key` (order-independent).
+
+    The same key and item count always draw the same resamples, so tables computed separately for one
+    group (transitions, curves, trajectories) share them; the resample counts are cached for that.
+    """
+
+    replicates: int = 1000
+    seed: int = 0
+    level: float = 0.95
+    _cache: dict[tuple[str, int], np.ndarray] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def rng(self, key: str) -> np.random.Generator:
+        return np.random.default_rng([self.seed, zlib.crc32(key.encode("utf-8"))])
+
+    def _blocks(self, key: str, n: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first replicate, resample counts (replicates in block, n)) blocks for `key`."""
+        cached = self._cache.get((key, n))
+        if cached is not None:
+            yield 0, cached
+            return
+        keep = self.replicates * n + sum(c.size for c in self._cache.values()) <= _CACHE_CELLS
+        rng = self.rng(key)
+        block = max(1, _CHUNK_CELLS // n)
+        parts = []
+        for start in range(0, self.replicates, block):
+            b = min(block, self.replicates - start)
+            idx = rng.integers(0, n, size=(b, n))
+            idx += np.arange(b)[:, None] * n
+            counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+            if keep:
+                parts.append(counts)
+            yield start, counts
+        if keep:
+            self._cache[(key, n)] = np.concatenate(parts)
+
+    def sums(self, x: np.ndarray, key: str) -> np.ndarray:
+        """Per-replicate column sums of `x` (items, m) over resampled items: shape (replicates, m)."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[:, None]
+        n, m = x.shape
+        out = np.zeros((self.replicates, m))
+        if n == 0 or m == 0:
+            return out
+        for start, counts in self._blocks(key, n):
+            out[start : start + len(counts)] = counts @ x
+        return out
+
+    def means(self, x: np.ndarray, key: str) -> np.ndarray:
+        """Per-replicate column means of a fully observed `x` (items, m): shape (replicates, m)."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[:, None]
+        if x.shape[0] == 0:
+            return np.full((self.replicates, x.shape[1]), np.nan)
+        return self.sums(x, key) / x.shape[0]
+
+    def nanmeans(self, x: np.ndarray, key: str) -> np.ndarray:
+        """Per-replicate column means ignoring NaN cells of `x` (items, m); NaN where nothing is observed."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[:, None]
+        seen = np.isfinite(x)
+        both = self.sums(np.concatenate([np.where(seen, x, 0.0), seen], axis=1), key)
+        m = x.shape[1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return both[:, :m] / np.where(both[:, m:] > 0, both[:, m:], np.nan)
+
+    def ci(self, replicates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Percentile interval along axis 0, ignoring NaN replicates; NaN where every replicate is NaN."""
+        tail = (1.0 - self.level) / 2.0
+        lo, hi = nanquantiles(replicates, (tail, 1.0 - tail))
+        return lo, hi
+
+
+def nanquantiles(a: np.ndarray, qs: tuple[float, ...]) -> list[np.ndarray]:
+    """Quantiles along axis 0 ignoring NaN (numpy's 'linear' method), vectorised over columns, one sort."""
+    s = np.sort(np.asarray(a, dtype=np.float64), axis=0)  # NaN sorts last
+    count = np.isfinite(s).sum(axis=0)
+    last = np.maximum(count - 1, 0)
+    out = []
+    for q in qs:
+        pos = q * last
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, last)
+        below = np.take_along_axis(s, lo[None, ...], axis=0)[0]
+        above = np.take_along_axis(s, hi[None, ...], axis=0)[0]
+        out.append(np.where(count > 0, below + (above - below) * (pos - lo), np.nan)[()])  # [()]: 0-d → scalar
+    return out
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Paired test on the same items: b = right in A only, c = right in B only; exact binomial p."""
+
+    n: int
+    b: int
+    c: int
+    statistic: float  # continuity-corrected chi-square, for reference
+    p_value: float  # exact two-sided binomial test on the discordant pairs
+
+
+def mcnemar(a: np.ndarray, b: np.ndarray) -> McNemar:
+    """McNemar test between two correctness vectors over the same items (same order)."""
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError("mcnemar needs two vectors over the same items")
+    only_a = int(np.sum(a & ~b))
+    only_b = int(np.sum(~a & b))
+    discordant = only_a + only_b
+    if discordant == 0:
+        return McNemar(int(a.size), only_a, only_b, 0.0, 1.0)
+    statistic = (abs(only_a - only_b) - 1) ** 2 / discordant
+    # exact two-sided binomial test with p = 1/2 (symmetric, so twice the smaller tail)
+    p_value = min(1.0, 2.0 * _binomial_tail(min(only_a, only_b), discordant))
+    return McNemar(int(a.size), only_a, only_b, float(statistic), p_value)
+
+
+def _binomial_tail(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2), summed in log space so large n does not overflow."""
+    log_choose = [math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) for j in range(k + 1)]
+    log_terms = np.array(log_choose) - n * math.log(2)
+    top = log_terms.max()
+    return float(math.exp(top) * np.exp(log_terms - top).sum())
+
+
+def auroc(score: np.ndarray, label: np.ndarray) -> float:
+    """Area under the ROC curve of `score` ranking positives above negatives (ties count half).
+
+    NaN scores are dropped; NaN when either class is empty.
+    """
+    score = np.asarray(score, dtype=np.float64)
+    label = np.asarray(label, dtype=bool)
+    keep = np.isfinite(score)
+    score, label = score[keep], label[keep]
+    n_pos = int(label.sum())
+    n_neg = int(label.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score[None, :])[0]
+    return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def rankdata(a: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties share their mean rank) along the last axis of a 2-D array."""
+    a = np.asarray(a, dtype=np.float64)
+    rows, cols = a.shape
+    order = np.argsort(a, axis=1, kind="stable")
+    ordered = np.take_along_axis(a, order, axis=1)
+    new = np.ones_like(ordered, dtype=bool)
+    new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    group = np.cumsum(new.ravel()) - 1  # tie groups never span rows: each row starts a new one
+    size = np.bincount(group)
+    start = np.broadcast_to(np.arange(cols), (rows, cols)).ravel()[new.ravel()]
+    ranks = np.empty_like(ordered)
+    np.put_along_axis(ranks, order, (start + (size + 1) / 2.0)[group].reshape(rows, cols), axis=1)
+    return ranks
+
+
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho between a fixed series `x` (T,) and each row of `y` (R, T); NaN for constant rows."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.atleast_2d(np.asarray(y, dtype=np.float64))
+    rx = rankdata(x[None, :])[0]
+    ry = rankdata(y)
+    rx = rx - rx.mean()
+    ry = ry - ry.mean(axis=1, keepdims=True)
+    denom = np.sqrt((rx**2).sum() * (ry**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (ry @ rx) / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def log_fit(t: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares fit r = a + b log t for each row of `r` (R, m) over finite cells: (slope b, R^2)."""
+    logt = np.log(np.asarray(t, dtype=np.float64))
+    r = np.atleast_2d(np.asarray(r, dtype=np.float64))
+    w = np.isfinite(r)
+    y = np.where(w, r, 0.0)
+    k = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = (w * logt).sum(axis=1) / k
+        my = y.sum(axis=1) / k
+        dx = np.where(w, logt - mx[:, None], 0.0)
+        dy = np.where(w, y - my[:, None], 0.0)
+        sxx = (dx**2).sum(axis=1)
+        syy = (dy**2).sum(axis=1)
+        sxy = (dx * dy).sum(axis=1)
+        slope = sxy / sxx
+        r2 = np.where(syy > 0, sxy**2 / (sxx * syy), np.nan)
+    bad = (k < 3) | ~(sxx > 0)
+    return np.where(bad, np.nan, slope), np.where(bad, np.nan, r2)
+
+
+def seed_mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over seeds with a Student-t interval; the interval is NaN with fewer than two finite values."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, float("nan"), float("nan")
+    from scipy import stats as sstats  # imported here: scipy.stats takes a second to import
+
+    half = float(sstats.t.ppf(0.5 + level / 2.0, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return mean, mean - half, mean + half
