@@ -141,3 +141,14 @@ def test_mcq_option_logprobs_equal_hand_computation(tiny_lm):
         assert res["logprob"] == pytest.approx(hand_logprob(model, tok, p.prompt, p.options[r.option]), abs=1e-4)
     full = score_probes(model, tok, probes, ScoreConfig(batch_size=3))  # options split across batches
     assert full[0]["logprob"] == pytest.approx(hand_logprob(model, tok, "X was born in", "Paris"), abs=1e-4)
+
+
+def test_shared_chat_prefix_changes_nothing(tiny_lm):
+    """Chat probes share the template's opening; it runs once per batch and must not change any score."""
+    probes = [open_probe(i, f"Where was person {i} born{'?' * (i % 3 + 1)}", t, chat=True)
+              for i, t in enumerate(["Lisbon", "Oslo", "Rio de Janeiro", "Lyon", "Kyoto", "Perth"])]  # fmt: skip
+    shared = score_probes(tiny_lm.model, tiny_lm.tokenizer, probes, ScoreConfig(batch_size=6))
+    alone = score_probes(tiny_lm.model, tiny_lm.tokenizer, probes, ScoreConfig(batch_size=1))
+    for a, b in zip(shared, alone):
+        assert a["logprob"] == pytest.approx(b["logprob"], abs=1e-4)
+        assert a["first_token_rank"] == b["first_token_rank"] and a["greedy"] == b["greedy"]

@@ -124,6 +124,9 @@ def load_model(
         raise KdynError(f"could not load model '{name}' from {where}: {str(e).splitlines()[0]}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    spec = MODELS.get(name)
+    if spec is not None and not spec.instruct:
+        tokenizer.chat_template = None  # a base model answers question probes in the plain Q/A frame
     return LoadedModel(name, model.to(device).eval(), tokenizer, where)
 
 

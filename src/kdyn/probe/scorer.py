@@ -48,17 +48,29 @@ def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set
     return ids
 
 
-def _pad_batch(rows: list[Row], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    P = max(len(r.context) for r in rows)
+def _pad_batch(rows: list[Row], pad_id: int, skip: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Contexts (minus their first `skip` tokens, held in the cache) left-padded to P, targets right-padded to C."""
+    P = max(len(r.context) - skip for r in rows)
     C = max(len(r.continuation) for r in rows)
     ids = torch.full((len(rows), P + C), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), P + C), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, P - len(r.context) : P] = torch.tensor(r.context)
-        mask[i, P - len(r.context) : P] = 1
+        ctx = r.context[skip:]
+        ids[i, P - len(ctx) : P] = torch.tensor(ctx)
+        mask[i, P - len(ctx) : P] = 1
         ids[i, P : P + len(r.continuation)] = torch.tensor(r.continuation)
         mask[i, P : P + len(r.continuation)] = 1
     return ids.to(device), mask.to(device), P, C
+
+
+def _shared_prefix(rows: list[Row]) -> int:
+    """Length of the token prefix every context shares (a chat template's system turn), keeping ≥ 1 own token."""
+    first = rows[0].context
+    n = min(len(r.context) for r in rows) - 1
+    for j in range(n):
+        if any(r.context[j] != first[j] for r in rows):
+            return j
+    return max(n, 0)
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -70,15 +82,23 @@ def _score_batch(
     model: PreTrainedModel, rows: list[Row], pad_id: int, stop: set[int], cfg: ScoreConfig
 ) -> list[dict[str, Any]]:
     device = next(model.parameters()).device
-    ids, mask, P, C = _pad_batch(rows, pad_id, device)
-    generate = rows[0].generate
-    cache = DynamicCache() if generate else None
-    out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), past_key_values=cache,
-                use_cache=generate, logits_to_keep=C + 1)  # fmt: skip
+    # a prefix shared by the whole batch (e.g. the chat template's system turn) runs once and its cache is
+    # copied to every row: [shared | pad … own prompt | target pad]; position ids skip the padding
+    L = _shared_prefix(rows) if len(rows) > 1 else 0
+    L = L if L >= 4 else 0
+    cache = DynamicCache()
+    if L:
+        model(input_ids=torch.tensor([rows[0].context[:L]], device=device), past_key_values=cache, use_cache=True,
+              logits_to_keep=1)  # fmt: skip
+        cache.batch_repeat_interleave(len(rows))
+    ids, own_mask, P, C = _pad_batch(rows, pad_id, L, device)
+    mask = torch.cat([torch.ones((len(rows), L), dtype=torch.long, device=device), own_mask], dim=-1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)[:, L:], past_key_values=cache,
+                use_cache=True, logits_to_keep=C + 1)  # fmt: skip
     logits = out.logits[:, :C].float()  # [B, C, V]: columns P-1 .. P+C-2
     logprobs = torch.log_softmax(logits, dim=-1)
     cont = ids[:, P : P + C]  # [B, C]
-    valid = mask[:, P : P + C].bool()
+    valid = own_mask[:, P : P + C].bool()
     token_lp = logprobs.gather(-1, cont.unsqueeze(-1)).squeeze(-1).masked_fill(~valid, 0.0)
     first_logit = logits[:, 0].gather(-1, cont[:, :1])  # [B, 1]
     ranks = (logits[:, 0] > first_logit).sum(-1)
@@ -86,15 +106,13 @@ def _score_batch(
         {"logprob": float(token_lp[i].sum()), "first_token_rank": int(ranks[i]), "n_tokens": len(r.continuation)}
         for i, r in enumerate(rows)
     ]
-    if not generate:
-        return results
     # greedy continuation of the prompt, reusing the prompt's cache
     cache.crop(-C)  # drop the target columns: the cache now ends at the prompt
     def budget(r: Row) -> int:
         return min(cfg.max_new_tokens, len(r.continuation) + cfg.extra_new_tokens)
 
     n_new = max(budget(r) for r in rows)
-    gen_mask = mask[:, :P]
+    gen_mask = mask[:, : L + P]
     next_tok = logits[:, 0].argmax(-1)  # [B]
     pos = _positions(gen_mask)[:, -1]
     generated = [next_tok]
