@@ -4,6 +4,7 @@ probe shapes per kind, exposure modes, and the package data's own rules."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -155,3 +156,44 @@ def test_augmentation_keeps_probes_identical(tiny_bench, tmp_path):
     build_bench(load_bench_config("tiny", ["templates_per_fact=3", "formats=[prose, json, qa]"]), tmp_path / "aug")
     assert (tmp_path / "aug" / "probes.jsonl").read_bytes() == (tiny_bench / "probes.jsonl").read_bytes()
     assert (tmp_path / "aug" / "documents.jsonl").read_bytes() != (tiny_bench / "documents.jsonl").read_bytes()
+
+
+def _rewrite(path, fn):
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    fn(rows)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize(
+    "file, change, message",
+    [
+        ("probes.jsonl", lambda rows: rows[0].update(probe_type="essay"), "probe_type 'essay' is not one of"),
+        ("probes.jsonl", lambda rows: rows[1].update(probe_id=rows[0]["probe_id"]), "duplicate probe_id"),
+        ("probes.jsonl", lambda rows: rows[0].update(fact_id="nope"), "fact_id 'nope' is not in facts.jsonl"),
+        ("probes.jsonl", lambda rows: next(r for r in rows if r["probe_type"] == "mcq").update(answer_index=9),
+         "answer_index must index into options"),
+        ("documents.jsonl", lambda rows: rows[0]["fact_ids"].append("ghost"), "unknown fact_id 'ghost'"),
+        ("facts.jsonl", lambda rows: rows[0].update(colour="red"), "unknown field(s) colour"),
+    ],
+)  # fmt: skip
+def test_schema_validation_names_file_and_line(tiny_bench, tmp_path, file, change, message):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bench, bad)
+    _rewrite(bad / file, change)
+    with pytest.raises(KdynError, match=re.escape(message)) as info:
+        load_benchmark(bad)
+    assert file in str(info.value)
+
+
+def test_wrong_schema_version(tiny_bench, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bench, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(KdynError, match="schema_version 99"):
+        load_benchmark(bad)
