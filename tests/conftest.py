@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
+import torch
 
 from kdyn.bench.build import build_bench
 from kdyn.experiment import load_bench_config
 from kdyn.models import load_model
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_configure(config):
+    # tiny models: one thread. With two, OpenMP threads spin-wait and tiny matmuls run ~100x slower
+    # whenever another process is busy on a 2-core machine. Real-model fixtures raise it again.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -27,5 +36,6 @@ def tiny_bench(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2():
-    """The real default model (converted once into a session cache unless KDYN_CACHE is set)."""
+    """The real default model (converted once into ~/.cache/kdyn unless KDYN_CACHE is set)."""
+    torch.set_num_threads(os.cpu_count() or 1)
     return load_model("smollm2-135m-instruct")

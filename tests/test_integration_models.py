@@ -16,6 +16,15 @@ from kdyn.probe.scorer import ScoreConfig, score_probes
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(autouse=True)
+def all_cores():
+    import os
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(1)
+
+
 def test_gguf_to_safetensors_cache_gives_same_logits(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

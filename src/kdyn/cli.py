@@ -87,18 +87,54 @@ def probe_cmd(
     console.print(f"results: {out}")
 
 
+@app.command("train")
+@friendly
+def train_cmd(
+    config: Annotated[str, typer.Argument(help="built-in name (quickstart, tiny) or YAML path")],
+    out: Annotated[Path | None, typer.Option("--out", help="run directory (default runs/<config name>)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")] = False,
+    overrides: Overrides = None,
+    report_to: Annotated[list[str] | None, typer.Option("--report-to", help="tensorboard, mlflow or wandb (offline unless configured); repeatable")] = None,
+) -> None:
+    """Continual pre-training with probes inside the loop.  Example: kdyn train quickstart --out runs/quickstart"""
+    from kdyn.experiment import load_experiment
+    from kdyn.train import train
+
+    cfg = load_experiment(config, overrides)
+    check_trackers(report_to or [])
+    result = train(cfg, out or Path("runs") / cfg.name, resume=resume, report_to=report_to, console=console)
+    if result["is_main"]:  # under torchrun every process returns here; one line is enough
+            console.print(f"run: {result['run']} ({result['status']}, {result['steps']} steps, {result['seconds']:.0f} s; "
+                      f"probing {result['probe_seconds']:.0f} s)")  # fmt: skip
+
+
+def check_trackers(names: list[str]) -> None:
+    import importlib.util
+
+    from kdyn.errors import KdynError, unknown
+
+    for name in names:
+        if name not in ("tensorboard", "mlflow", "wandb"):
+            raise unknown("tracker (--report-to)", name, ["tensorboard", "mlflow", "wandb"])
+        if importlib.util.find_spec(name) is None:
+            raise KdynError(f"--report-to {name} needs the '{name}' package: pip install {name}")
+
+
 @app.command("run")
 @friendly
 def run_cmd(
     config: Annotated[str, typer.Argument(help="built-in name (quickstart, tiny) or YAML path")],
     out: Annotated[Path, typer.Option("--out", help="run directory")] = Path("runs/experiment"),
     overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run in --out")] = False,
 ) -> None:
-    """Run an experiment end to end.  Example: kdyn run quickstart --out runs/quickstart"""
+    """Run an experiment end to end (bench, train, analyze).  Example: kdyn run quickstart --out runs/quickstart"""
     from kdyn.pipeline import run_experiment
 
-    result = run_experiment(config, out, overrides, on_stage=lambda s: console.print(f"[bold]{s}[/]"))
+    result = run_experiment(config, out, overrides, on_stage=lambda s: console.print(f"[bold]{s}[/]"), resume=resume,
+                            console=console)  # fmt: skip
     print_accuracy(result["base_rows"], "base model: accuracy per kind and probe type (step 0)")
+    print_accuracy(result["final_rows"], f"after training: accuracy per kind and probe type (step {result['final_step']})")
     for label, path in result["outputs"].items():
         console.print(f"{label}: {path}")
 

@@ -1,4 +1,4 @@
-"""ExperimentConfig: one YAML for a whole run (model, benchmark, probing; training joins it later).
+"""ExperimentConfig: one YAML for a whole run (model, benchmark, probing, training).
 
 Built-in configs live in kdyn/configs/*.yaml; `kdyn run quickstart` and `kdyn bench build quickstart`
 read the same file (the latter only its `bench:` section).
@@ -13,6 +13,7 @@ from kdyn.bench.config import BenchConfig
 from kdyn.config import load_config
 from kdyn.models.registry import DEFAULT_MODEL
 from kdyn.probe.scorer import ScoreConfig
+from kdyn.train.config import TrainConfig
 
 
 @dataclass
@@ -21,10 +22,24 @@ class ExperimentConfig:
     model: str = DEFAULT_MODEL
     bench: BenchConfig = field(default_factory=BenchConfig)
     probe: ScoreConfig = field(default_factory=ScoreConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Write derived values out: augmentation blocks set the bench fields they stand for, and an
+    `auto` strategy label becomes the blocks in use (so config.yaml says what actually ran)."""
+    aug = cfg.train.augment
+    if aug.formats:
+        cfg.bench.formats = list(aug.formats)
+    if aug.paraphrases > 0:
+        cfg.bench.templates_per_fact = aug.paraphrases
+    if cfg.train.strategy == "auto":
+        cfg.train.strategy = cfg.train.strategy_label()
+    return cfg
 
 
 def load_experiment(name_or_path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    return load_config(ExperimentConfig, name_or_path, overrides)
+    return resolve(load_config(ExperimentConfig, name_or_path, overrides))
 
 
 def load_bench_config(name_or_path: str | Path, overrides: list[str] | None = None) -> BenchConfig:

@@ -1,0 +1,129 @@
+"""Training throughput: kdyn's loop vs `transformers.Trainer` on the same model, data, batch and precision,
+alternated in one process; model-FLOPs utilisation against the matmul peaks measured here.
+
+    python benchmarks/train_throughput.py                       # smollm2-135m-instruct, quickstart documents
+    python benchmarks/train_throughput.py --model tiny-random-llama --config tiny --steps 4
+    python benchmarks/train_throughput.py --run runs/quickstart # also: probing share of that run's wall time
+
+Prints and writes JSON (default benchmarks/results/train_throughput.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from kdyn.bench.build import build_bench
+from kdyn.bench.schema import load_benchmark
+from kdyn.experiment import load_experiment
+from kdyn.train.checkpoints import RunStore
+from kdyn.train.flops import matmul_peak, model_flops_per_token
+from kdyn.train.loop import Loop
+from kdyn.train.session import make_accelerator
+
+
+class Timer(TrainerCallback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001, ANN003
+        self.t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN003
+        self.times.append(time.perf_counter() - self.t0)
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, batches):  # noqa: ANN001
+        self.rows = [(b.input_ids[i], b.labels[i], b.attention_mask[i]) for b in batches for i in range(len(b.input_ids))]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        ids, labels, mask = self.rows[i]
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def pad_collate(items: list[dict]) -> dict:
+    """Pad to the longest row in the batch, as kdyn's batches are."""
+    width = max(len(x["input_ids"]) for x in items)
+    out = {}
+    for key, fill in (("input_ids", 0), ("labels", -100), ("attention_mask", 0)):
+        out[key] = torch.stack([torch.nn.functional.pad(x[key], (0, width - len(x[key])), value=fill) for x in items])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="quickstart")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per round and trainer")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--run", default=None, help="a finished run directory: report its probing share")
+    ap.add_argument("--out", default="benchmarks/results/train_throughput.json")
+    args = ap.parse_args()
+    overrides = [f"model={args.model}"] if args.model else []
+    cfg = load_experiment(args.config, overrides + ["train.checkpoints.save=false"])
+    tmp = Path(tempfile.mkdtemp())
+    build_bench(cfg.bench, tmp / "bench")
+    acc = make_accelerator(cfg.train, str(tmp), [])
+    loop = Loop(cfg, load_benchmark(tmp / "bench"), acc, RunStore(tmp))
+    groups = loop.groups(0, set())
+    batch_tokens = [sum(b.tokens for b in g) for g in groups]
+    bf16 = acc.mixed_precision == "bf16"
+
+    # the Trainer: same packed rows (same order), batch, precision, optimizer (AdamW, same lr), no probing
+    from kdyn.train.session import load_trainable
+
+    hf_model = load_trainable(cfg.model, cfg.train, torch.device("cpu")).model
+    rows = Rows([b for g in groups for b in g])
+    timer = Timer()
+    targs = TrainingArguments(output_dir=str(tmp / "hf"), per_device_train_batch_size=cfg.train.batch_size,
+                              gradient_accumulation_steps=cfg.train.grad_accum, learning_rate=cfg.train.optimizer.lr,
+                              max_steps=args.steps, bf16=bf16, use_cpu=True, report_to=[], save_strategy="no",
+                              logging_strategy="no", dataloader_drop_last=True, optim="adamw_torch")  # fmt: skip
+
+    kdyn_times, hf_times = [], []
+    for _ in range(args.rounds):
+        make_accelerator(cfg.train, str(tmp), [])  # TrainingArguments / Trainer reset Accelerate's shared state
+        for i in range(args.steps):
+            t0 = time.perf_counter()
+            loop.train_step(groups[i % len(groups)])
+            kdyn_times.append(time.perf_counter() - t0)
+        timer.times = []
+        Trainer(model=hf_model, args=targs, train_dataset=rows, data_collator=pad_collate, callbacks=[timer]).train()
+        hf_times += timer.times
+    tokens = statistics.median(batch_tokens[: args.steps])
+    kdyn_tok_s = tokens / statistics.median(kdyn_times)
+    hf_tok_s = tokens / statistics.median(hf_times)
+    fpt = model_flops_per_token(loop.lm.model, cfg.train.seq_len)
+    peaks = {"bfloat16": matmul_peak(torch.bfloat16), "float32": matmul_peak(torch.float32)}
+    result = {
+        "model": cfg.model, "precision": "bfloat16" if bf16 else "float32", "batch": [cfg.train.batch_size, cfg.train.seq_len],
+        "threads": torch.get_num_threads(), "tokens_per_step": tokens,
+        "kdyn_tokens_per_s": round(kdyn_tok_s, 1), "trainer_tokens_per_s": round(hf_tok_s, 1),
+        "ratio_vs_trainer": round(kdyn_tok_s / hf_tok_s, 3),
+        "flops_per_token": fpt, "peak_flops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
+        "mfu_vs_bf16_peak": round(kdyn_tok_s * fpt / peaks["bfloat16"], 4),
+        "mfu_vs_fp32_peak": round(kdyn_tok_s * fpt / peaks["float32"], 4),
+        "step_seconds": {"kdyn": kdyn_times, "trainer": hf_times},
+    }  # fmt: skip
+    if args.run:
+        m = json.loads((Path(args.run) / "manifest.json").read_text())
+        result["probing_share"] = round(m["probe_seconds"] / m["seconds"], 3)
+        result["run_seconds"] = m["seconds"]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "step_seconds"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

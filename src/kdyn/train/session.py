@@ -1,0 +1,79 @@
+"""Setting up a training session: determinism, the Accelerator, the model (LoRA or full), optimizer, schedule.
+
+Under `torchrun` or `accelerate launch` the Accelerator finds the process group from the environment
+(gloo on CPU, NCCL on GPUs; DDP, FSDP or DeepSpeed from Accelerate's config); alone it is one process.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from kdyn.device import resolve_precision
+from kdyn.models import LoadedModel, load_model
+from kdyn.train.config import OptimizerConfig, ScheduleConfig, TrainConfig
+from kdyn.train.strategies.lora import apply_lora
+
+
+def make_accelerator(cfg: TrainConfig, project_dir: str, report_to: list[str]) -> Accelerator:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = resolve_precision(cfg.precision, device)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if device == "cpu" and cfg.threads == 0:
+            torch.set_num_threads(torch.get_num_threads())  # pin the count (same reduction order on resume)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # accelerate warns about trackers it cannot import
+        # cpu=True is what makes Accelerate join a torchrun process group on CPU (gloo); without it each
+        # process would train alone
+        return Accelerator(mixed_precision="bf16" if precision == "bfloat16" else "no", cpu=device == "cpu",
+                           log_with=list(report_to) or None, project_dir=project_dir)  # fmt: skip
+
+
+@dataclass
+class Parts:
+    lm: LoadedModel  # model here is the (possibly peft-wrapped) trainable model, unwrapped
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+
+
+def load_trainable(model_name: str, cfg: TrainConfig, device: torch.device) -> LoadedModel:
+    set_seed(cfg.seed, deterministic=cfg.deterministic and device.type == "cuda")
+    lm = load_model(model_name, dtype=torch.float32, device=device)
+    lm.model.config.use_cache = False
+    if cfg.lora.enabled:
+        lm.model = apply_lora(lm.model, cfg.lora)  # type: ignore[assignment]
+    lm.model.train()
+    return lm
+
+
+def make_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, total: int, cfg: ScheduleConfig) -> float:
+    """Multiplier of the peak lr after `step` optimizer steps: linear warm-up, then constant/linear/cosine."""
+    warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if cfg.kind == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    decay = 1.0 - progress if cfg.kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg: ScheduleConfig) -> LambdaLR:
+    return LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, cfg))
