@@ -16,9 +16,9 @@ from kdyn.probe.results import flag_known, to_table
 from kdyn.probe.scorer import ScoreConfig, score_probes
 
 
-def progress_bar() -> Progress:
+def progress_bar(show: bool = True) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=True)  # fmt: skip
+                    transient=True, disable=not show)  # fmt: skip
 
 
 def probe(model: str | LoadedModel, bench: str | Path, out: str | Path, cfg: ScoreConfig | None = None,
@@ -30,23 +30,10 @@ def probe(model: str | LoadedModel, bench: str | Path, out: str | Path, cfg: Sco
     benchmark = load_benchmark(bench)
     lm = load_model(model) if isinstance(model, str) else model
     n_rows = len(build_rows(benchmark.probes, lm.tokenizer))
-    with progress_bar() if show_progress else _NoProgress() as bar:
+    with progress_bar(show_progress) as bar:
         task = bar.add_task("probing", total=n_rows)
         rows = score_probes(lm.model, lm.tokenizer, benchmark.probes, cfg, progress=lambda n: bar.advance(task, n))
     flag_known(rows)
     write_parquet(out, to_table(rows))
     return rows
 
-
-class _NoProgress:
-    def __enter__(self) -> _NoProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def add_task(self, *a: object, **k: object) -> int:
-        return 0
-
-    def advance(self, *a: object) -> None:
-        return None
