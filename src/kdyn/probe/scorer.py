@@ -13,6 +13,7 @@ prompt for generation. MCQ probes become one row per option (no generation).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from kdyn.probe.prompts import Row, build_rows
 class ScoreConfig:
     batch_size: int = 32
     max_new_tokens: int = 24  # cap on greedy tokens
-    extra_new_tokens: int = 6  # greedy tokens beyond the longest target in the batch
+    extra_new_tokens: int = 6  # greedy tokens beyond each probe's own target length
     precision: Precision = "float32"  # "auto": bf16 autocast where the hardware makes it faster
 
     def validate(self) -> None:
@@ -103,7 +104,7 @@ def _score_batch(
     first_logit = logits[:, 0].gather(-1, cont[:, :1])  # [B, 1]
     ranks = (logits[:, 0] > first_logit).sum(-1)
     results = [
-        {"logprob": float(token_lp[i].sum()), "first_token_rank": int(ranks[i]), "n_tokens": len(r.continuation)}
+        {"logprob": float(token_lp[i].sum()), "first_token_rank": int(ranks[i])}
         for i, r in enumerate(rows)
     ]
     # greedy continuation of the prompt, reusing the prompt's cache
@@ -143,14 +144,8 @@ def _score_options(model: PreTrainedModel, rows: list[Row], pad_id: int) -> list
     for r in rows:
         contexts.setdefault(r.probe_index, len(contexts))
     firsts = {r.probe_index: r for r in rows}
-    prompt_rows = sorted(contexts, key=contexts.get)
-    P = max(len(firsts[i].context) for i in prompt_rows)
-    ids = torch.full((len(prompt_rows), P), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for j, i in enumerate(prompt_rows):
-        ctx = firsts[i].context
-        ids[j, P - len(ctx) :], mask[j, P - len(ctx) :] = torch.tensor(ctx), 1
-    ids, mask = ids.to(device), mask.to(device)
+    prompts = [dataclasses.replace(firsts[i], continuation=[]) for i in sorted(contexts, key=contexts.get)]
+    ids, mask, _, _ = _pad_batch(prompts, pad_id, 0, device)  # [U, P], left-padded
     cache = DynamicCache()
     prefill = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), past_key_values=cache,
                     use_cache=True, logits_to_keep=1)  # fmt: skip
@@ -174,7 +169,7 @@ def _score_options(model: PreTrainedModel, rows: list[Row], pad_id: int) -> list
         u, toks = contexts[r.probe_index], r.continuation
         total = float(last[u, toks[0]]) + sum(float(lp[j, t - 1, tok]) for t, tok in enumerate(toks) if t > 0)
         rank = int((last_logits[u] > last_logits[u, toks[0]]).sum())
-        results.append({"logprob": total, "first_token_rank": rank, "n_tokens": len(toks)})
+        results.append({"logprob": total, "first_token_rank": rank})
     return results
 
 
