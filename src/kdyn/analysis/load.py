@@ -3,6 +3,7 @@
 Reads RUN/probes.parquet (required), RUN/bench/{probes,facts}.jsonl for each probe's kind, type, k and
 entity (falling back to the same columns in probes.parquet), RUN/train_log.parquet for the loss curve,
 RUN/fact_loss.parquet for per-fact NLL, and model / strategy / seed from config.yaml and manifest.json.
+Each probe's fact's `exposures` (copies per epoch, facts.jsonl) rides along as an extra item column.
 
 The loss curve over checkpoints is the mean training loss over the logging steps since the previous
 checkpoint (s_prev < step <= s); at the base (step 0) nothing has been trained, so it is NaN there.
@@ -98,10 +99,15 @@ def probe_metadata(run: Path, df: pd.DataFrame, ids: np.ndarray, first: np.ndarr
                         f"({len(absent)} such probes); the run and its bench/ copy disagree")  # fmt: skip
     frame = probes.reindex(ids).reset_index().rename(columns={"probe_id": "item_id"})
     facts_path = run / "bench" / "facts.jsonl"
+    facts: dict[Any, dict[str, Any]] = {}
     if facts_path.is_file() and "fact_id" in frame:
-        facts = {r.get("fact_id"): r.get("entity_id") for r in read_jsonl(facts_path)}
-        frame["entity_id"] = [facts.get(f) if f is not None else None for f in frame["fact_id"]]
-    return item_table(frame, str(bench))
+        facts = {r.get("fact_id"): r for r in read_jsonl(facts_path)}
+        frame["entity_id"] = [facts.get(f, {}).get("entity_id") if f is not None else None for f in frame["fact_id"]]
+    items = item_table(frame, str(bench))
+    if facts:  # copies per epoch of each probe's fact, for the exposure buckets (NaN: no trained fact)
+        items["exposures"] = pd.to_numeric(pd.Series([facts.get(f, {}).get("exposures") for f in items["fact_id"]],
+                                                     dtype=object), errors="coerce")  # fmt: skip
+    return items
 
 
 def train_loss(path: Path, steps: np.ndarray, notes: list[str]) -> np.ndarray | None:

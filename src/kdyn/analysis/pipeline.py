@@ -5,7 +5,7 @@
     analyze_external(["100=samples_a.jsonl", "200=samples_b.jsonl"], "evals/")   # imported results
 
 Tables (columns in each module's docstring and *_COLUMNS): transitions, fuar, trajectories,
-consolidation, epoch_counts, curves, loss_knowledge, stepwise, retainability; plus summary.json.
+consolidation, epoch_counts, curves, loss_knowledge, stepwise, retainability, exposure; plus summary.json.
 The analysis only reads its inputs; the analysis/ folder is replaced as a whole (never half-written).
 """
 
@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from kdyn.analysis.epochs import epoch_counts
+from kdyn.analysis.exposure import exposure_table
 from kdyn.analysis.external import imported_frame, load_external
 from kdyn.analysis.load import load_run
 from kdyn.analysis.loss_knowledge import curves_table, loss_knowledge_table
@@ -33,7 +34,7 @@ from kdyn.errors import KdynError
 from kdyn.io import atomic_dir, write_json, write_parquet
 
 TABLES = ("transitions", "fuar", "trajectories", "consolidation", "epoch_counts", "curves", "loss_knowledge",
-          "stepwise", "retainability")  # fmt: skip
+          "stepwise", "retainability", "exposure")  # fmt: skip
 
 
 @dataclass
@@ -60,6 +61,7 @@ def analyze_results(res: Results, bootstrap: int = 1000, seed: int = 0,
     tables["curves"], cache = curves_table(res, boot)
     tables["loss_knowledge"] = loss_knowledge_table(res, cache, boot)
     tables["stepwise"], tables["retainability"], step_notes = stepwise_tables(res, boot, injection_steps, peak_window)
+    tables["exposure"] = exposure_table(res, boot)
     summary = build_summary(res, tables, boot, notes + step_notes)
     return Analysis(res, tables, summary)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from kdyn.analysis.results import Results
+from kdyn.analysis.results import Group, Results
 from kdyn.analysis.stats import Bootstrap
 
 CONSOLIDATION_COLUMNS = ["kind", "probe_type", "n", "n_ever_acquired", "n_acquired_in_training",
@@ -74,10 +74,12 @@ def trajectory_table(res: Results, traj: Trajectories) -> pa.Table:
     })  # fmt: skip
 
 
-def consolidation_table(res: Results, traj: Trajectories, boot: Bootstrap) -> pd.DataFrame:
-    """Per group: how many items were ever acquired, how many stayed, and the consolidation rate."""
+def consolidation_table(res: Results, traj: Trajectories, boot: Bootstrap,
+                        groups: list[Group] | None = None) -> pd.DataFrame:  # fmt: skip
+    """Per group (default: every kind x probe type): how many items were ever acquired, how many stayed,
+    and the consolidation rate."""
     rows = []
-    for g in res.groups():
+    for g in res.groups() if groups is None else groups:
         acq = traj.acquired[g.rows]
         cons = traj.consolidated[g.rows]
         reps = boot.means(np.stack([acq, cons], axis=1).astype(np.float64), g.key)
