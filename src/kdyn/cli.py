@@ -14,6 +14,7 @@ from rich.table import Table
 
 from kdyn.analysis.commands import register as register_analysis
 from kdyn.console import console, friendly
+from kdyn.sweep.commands import register as register_sweep
 
 app = typer.Typer(help="Measure what continual pre-training teaches a language model, and what it breaks.",
                   no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)  # fmt: skip
@@ -22,6 +23,7 @@ import_app = typer.Typer(help="Import an external benchmark.", no_args_is_help=T
 bench_app.add_typer(import_app, name="import")
 app.add_typer(bench_app, name="bench")
 register_analysis(app)  # analyze, compare, query
+register_sweep(app)  # sweep
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: --set key.path=value")]
 
 

@@ -21,24 +21,26 @@ from kdyn.errors import KdynError, did_you_mean
 T = TypeVar("T")
 
 
-def builtin_config_names() -> list[str]:
-    root = resources.files("kdyn") / "configs"
+def builtin_config_names(folder: str = "configs") -> list[str]:
+    """Names of the built-in YAML files in kdyn/<folder> (experiment configs; `configs/suites` for sweeps)."""
+    root = resources.files("kdyn").joinpath(*folder.split("/"))
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def read_config_source(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
-    """Raw mapping from a built-in config name or a YAML path, plus a label for error messages."""
+def read_config_source(name_or_path: str | Path, folder: str = "configs",
+                       what: str = "config") -> tuple[dict[str, Any], str]:  # fmt: skip
+    """Raw mapping from a built-in name (a YAML file in kdyn/<folder>) or a YAML path, plus a label for errors."""
     text_name = str(name_or_path)
-    if text_name in builtin_config_names():
-        text = (resources.files("kdyn") / "configs" / f"{text_name}.yaml").read_text(encoding="utf-8")
-        label = f"built-in config '{text_name}'"
+    if text_name in builtin_config_names(folder):
+        text = resources.files("kdyn").joinpath(*folder.split("/"), f"{text_name}.yaml").read_text(encoding="utf-8")
+        label = f"built-in {what} '{text_name}'"
     else:
         path = Path(text_name)
         if not path.is_file():
-            names = builtin_config_names()
+            names = builtin_config_names(folder)
             hint = did_you_mean(text_name, names)
             raise KdynError(
-                f"config '{text_name}' is neither a file nor a built-in config{hint}; "
+                f"{what} '{text_name}' is neither a file nor a built-in {what}{hint}; "
                 f"built-in: {', '.join(names)}"
             )
         text = path.read_text(encoding="utf-8")
