@@ -14,6 +14,7 @@ from rich.table import Table
 
 from kdyn.analysis.commands import register as register_analysis
 from kdyn.console import console, friendly
+from kdyn.report.commands import register as register_report
 from kdyn.sweep.commands import register as register_sweep
 
 app = typer.Typer(help="Measure what continual pre-training teaches a language model, and what it breaks.",
@@ -24,6 +25,7 @@ bench_app.add_typer(import_app, name="import")
 app.add_typer(bench_app, name="bench")
 register_analysis(app)  # analyze, compare, query
 register_sweep(app)  # sweep
+register_report(app)  # report
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: --set key.path=value")]
 
 
@@ -130,7 +132,7 @@ def run_cmd(
     overrides: Overrides = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run in --out")] = False,
 ) -> None:
-    """Run an experiment end to end (bench, train, analyze).  Example: kdyn run quickstart --out runs/quickstart"""
+    """Run an experiment end to end (bench, train, analyze, report).  Example: kdyn run quickstart --out runs/quickstart"""
     from kdyn.pipeline import run_experiment
 
     result = run_experiment(config, out, overrides, on_stage=lambda s: console.print(f"[bold]{s}[/]"), resume=resume,

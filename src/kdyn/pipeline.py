@@ -1,7 +1,7 @@
 """`kdyn run`: the stages in order, each reading and writing the run directory.
 
-bench → train (kdyn.train: builds RUN/bench, probes at step 0 and every epoch) → analyze (RUN/analysis/).
-Circuits and the report join as they come to exist.
+bench → train (kdyn.train: builds RUN/bench, probes at step 0 and every epoch) → analyze (RUN/analysis/)
+→ report (RUN/report.html, RUN/plots/). Circuits join as they come to exist.
 """
 
 from __future__ import annotations
@@ -21,17 +21,21 @@ def run_experiment(
     on_stage: Callable[[str], None] = lambda s: None, resume: bool = False, console: Console | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    """Train (with the benchmark built into RUN/bench) then analyse; returns the final probe rows and paths."""
+    """Train (with the benchmark built into RUN/bench), analyse, write the report; returns the final probe rows and
+    paths (the report last)."""
     from kdyn.analysis import analyze
+    from kdyn.report import report
     from kdyn.train import train
 
     cfg = load_experiment(config, overrides)
     out = Path(out)
-    on_stage(f"1/2 training '{cfg.model}' ({cfg.train.strategy}, {cfg.train.epochs} epochs) on benchmark "
+    on_stage(f"1/3 training '{cfg.model}' ({cfg.train.strategy}, {cfg.train.epochs} epochs) on benchmark "
              f"'{cfg.bench.name}' → {out}")  # fmt: skip
     result = train(cfg, out, resume=resume, console=console, show_progress=show_progress)
-    on_stage("2/2 analysing the run")
+    on_stage("2/3 analysing the run")
     analysis = analyze(out)
+    on_stage("3/3 writing the report")
+    html = report([out])
     probes = pq.read_table(out / "probes.parquet").to_pylist()
     last = max(r["step"] for r in probes)
     return {
@@ -39,5 +43,5 @@ def run_experiment(
         "base_rows": [r for r in probes if r["step"] == 0],
         "final_rows": [r for r in probes if r["step"] == last],
         "final_step": last,
-        "outputs": {"run": out, "probes": out / "probes.parquet", "analysis": analysis.out_dir},
+        "outputs": {"run": out, "probes": out / "probes.parquet", "analysis": analysis.out_dir, "report": html},
     }

@@ -1,0 +1,156 @@
+"""Section 6, comparison of several runs (strategies / models / seeds) and its findings.
+
+The numbers are `kdyn.analysis.compare`'s: per-run rows with bootstrap CIs, mean ± t-interval over seeds,
+and McNemar tests on shared items. Figures are small multiples, one panel per (kind, probe type).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kdyn.analysis.comparison import Comparison, compare
+from kdyn.analysis.results import KNOWN_WRONG_AT_BASE
+from kdyn.report.data import RunData
+from kdyn.report.figures import PALETTE, Canvas, new_figure, styled
+from kdyn.report.html import Section, details, table, tag
+from kdyn.report.text import ci_of, group_label, is_num, num, p_value, plural, with_ci
+
+ALPHA = 0.05
+SHOWN_TESTS = 6  # significant paired tests written out as findings
+
+
+def run_colors(runs: pd.DataFrame) -> dict[str, str]:
+    """One colour per model + strategy, so seeds of one set-up share it."""
+    setups = list(dict.fromkeys(f"{m}|{s}" for m, s in zip(runs["model"], runs["strategy"])))
+    by_setup = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(setups)}
+    return {r: by_setup[f"{m}|{s}"] for r, m, s in zip(runs["run"], runs["model"], runs["strategy"])}
+
+
+def groups_of(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    keys = dict.fromkeys(zip(frame["kind"], frame["probe_type"]))
+    return [k for k in keys if k[0] != KNOWN_WRONG_AT_BASE]
+
+
+@styled
+def small_multiples(comp: Comparison, metrics: list[tuple[str, str, str]]) -> Any:
+    """Panels per group; in each, every run's value of each metric with its CI (x = runs)."""
+    runs = comp.runs
+    keys = groups_of(runs)
+    labels = list(dict.fromkeys(runs["run"]))
+    colors = run_colors(runs.drop_duplicates("run"))
+    fig, axes = new_figure(len(keys), ncols=5, height=2.4, sharey=True)
+    offsets = np.linspace(-0.18, 0.18, len(metrics)) if len(metrics) > 1 else [0.0]
+    for ax, (kind, ptype) in zip(axes, keys):
+        part = runs[(runs["kind"] == kind) & (runs["probe_type"] == ptype)].set_index("run")
+        for off, (name, marker, legend) in zip(offsets, metrics):
+            for i, label in enumerate(labels):
+                if label not in part.index:
+                    continue
+                r = part.loc[label]
+                v, lo, hi = (float(r[c]) if c in r.index and is_num(r[c]) else np.nan for c in (name, f"{name}_lo", f"{name}_hi"))
+                ax.errorbar([i + off], [v], yerr=[[v - lo], [hi - v]] if np.isfinite(lo) else None, fmt=marker,
+                            color=colors[label], markersize=5, capsize=2, linewidth=1,
+                            markerfacecolor="white" if name == "acc_base" else colors[label])  # fmt: skip
+        ax.set_title(group_label(kind, ptype), fontsize=9)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7.5)
+        ax.set_ylim(-0.03, 1.03)
+    handles = [ax.plot([], [], marker, color="#374151", linestyle="none",
+                       markerfacecolor="white" if name == "acc_base" else "#374151")[0] for name, marker, _ in metrics]
+    fig.legend(handles, [legend for _, _, legend in metrics], loc="outside lower center", ncol=len(metrics),
+               frameon=False)  # fmt: skip
+    return fig
+
+
+def spread_caption(comp: Comparison, name: str, what: str) -> str:
+    runs = comp.runs[comp.runs["kind"] != KNOWN_WRONG_AT_BASE]
+    best = None
+    for (kind, ptype), part in runs.groupby(["kind", "probe_type"], sort=False):
+        part = part[part[name].map(is_num)]
+        if len(part) < 2:
+            continue
+        lo, hi = part.loc[part[name].idxmin()], part.loc[part[name].idxmax()]
+        gap = float(hi[name] - lo[name])
+        if best is None or gap > best[0]:
+            best = (gap, kind, ptype, lo, hi)
+    if best is None or best[0] == 0:
+        return f"{what}: the runs do not differ in any group."
+    gap, kind, ptype, lo, hi = best
+    return (f"{what}: the largest spread between runs is in {group_label(kind, ptype)}, {lo['run']} "
+            f"{ci_of(lo, name)} vs {hi['run']} {ci_of(hi, name)} (95% bootstrap CIs over items).")  # fmt: skip
+
+
+def comparison_section(runs: list[RunData], canvas: Canvas) -> tuple[Section, Comparison]:
+    comp = compare([r.path for r in runs])
+    sec = Section("comparison", "6. Comparison")
+    sec.add(tag("p", f"{plural(len(runs), 'run')} at each run's final checkpoint; hollow circles: accuracy at the base; "
+                     f"filled: at the final step; colours: model + strategy (seeds share a colour).",
+                class_="lead"))  # fmt: skip
+    sec.add(canvas.figure("compare_accuracy", small_multiples(comp, [("acc_base", "o", "accuracy at base"),
+                                                                     ("acc_final", "o", "accuracy at final")]),
+                          spread_caption(comp, "acc_final", "Final accuracy"),
+                          "Small multiples of final accuracy per run and group"))  # fmt: skip
+    sec.add(canvas.figure("compare_transitions", small_multiples(comp, [("forgetting", "v", "forgetting F"),
+                                                                        ("backward_transfer", "^", "acquisition BT")]),
+                          spread_caption(comp, "forgetting", "Forgetting base→final"),
+                          "Small multiples of forgetting and acquisition per run and group"))  # fmt: skip
+    rows = [[r["run"], group_label(r["kind"], r["probe_type"]), int(r["n"]), num(r["step"]), num(r["acc_base"], 2),
+             ci_of(r, "acc_final"), ci_of(r, "forgetting"), ci_of(r, "backward_transfer"),
+             ci_of(r, "consolidation_rate")] for _, r in comp.runs.iterrows()]  # fmt: skip
+    sec.add(table(["run", "group", "n", "step", "A(base)", "A(final)", "F", "BT", "consolidation"], rows, numeric_from=2,
+                  caption="Per-run headline rows, base → final, 95% bootstrap CIs over items"))  # fmt: skip
+    seeds = comp.seeds[comp.seeds["n_seeds"] > 1]
+    if len(seeds):
+        srows = [[f"{r['model']} / {num(r['strategy'])}", group_label(r["kind"], r["probe_type"]), int(r["n_seeds"]),
+                  *[ci_of(r.rename(lambda c: c.replace("_mean", "")), m) for m in ("acc_final", "forgetting",
+                                                                                   "backward_transfer")]]
+                 for _, r in seeds.iterrows()]  # fmt: skip
+        sec.add(table(["model / strategy", "group", "seeds", "A(final)", "F", "BT"], srows, numeric_from=2,
+                      caption="Over seeds: mean and 95% Student-t interval"))  # fmt: skip
+    tests = comp.tests.dropna(subset=["kind"])
+    if len(tests):
+        trows = [[f"{r['run_a']} vs {r['run_b']}", group_label(r["kind"], r["probe_type"]), int(r["n"]),
+                  num(r["acc_a"], 2), num(r["acc_b"], 2), ci_of(r, "diff"), f"{int(r['only_a'])} / {int(r['only_b'])}",
+                  p_value(r["p_value"])] for _, r in tests.iterrows()]  # fmt: skip
+        t = table(["runs a vs b", "group", "n", "A(a)", "A(b)", "b − a", "right only in a / b", "McNemar p"], trows,
+                  numeric_from=2, caption="Paired tests on the probes both runs share, at the final step")  # fmt: skip
+        sec.add(t if len(trows) <= 30 else details(f"paired tests ({len(trows)} rows)", t))
+    return sec, comp
+
+
+def comparison_findings(runs: list[RunData], comp: Comparison) -> list[str]:
+    out = []
+    tests = comp.tests.dropna(subset=["kind"])
+    tests = tests[tests["kind"] != KNOWN_WRONG_AT_BASE]
+    sig = tests[tests["p_value"] < ALPHA].sort_values("p_value", kind="stable")
+    for _, r in sig.head(SHOWN_TESTS).iterrows():
+        b_better = r["diff"] > 0
+        better, worse = (r["run_b"], r["run_a"]) if b_better else (r["run_a"], r["run_b"])
+        acc_better, acc_worse = (r["acc_b"], r["acc_a"]) if b_better else (r["acc_a"], r["acc_b"])
+        lo, hi = (r["diff_lo"], r["diff_hi"]) if b_better else (-r["diff_hi"], -r["diff_lo"])
+        out.append(f"{group_label(r['kind'], r['probe_type'])}: {better} {num(acc_better, 2)} vs {worse} "
+                   f"{num(acc_worse, 2)} at the final step, difference {with_ci(abs(r['diff']), lo, hi)}, McNemar "
+                   f"{p_value(r['p_value'])} (n={int(r['n'])} shared probes).")  # fmt: skip
+    n_undefined = int(tests["p_value"].isna().sum())
+    rest = len(tests) - len(sig) - n_undefined
+    if len(sig) > SHOWN_TESTS:
+        out.append(f"{len(sig) - SHOWN_TESTS} more pairs differ at p < {ALPHA}; see the paired-tests table.")
+    out.append(f"{len(sig)} of {len(tests)} paired comparisons (run pair × group) differ at p < {ALPHA} (McNemar, "
+               f"not corrected for multiple comparisons); {rest} do not" +
+               (f"; {n_undefined} are undefined (no discordant probes or no shared probes)" if n_undefined else "")
+               + ".")  # fmt: skip
+    for run in runs:
+        part = comp.runs[(comp.runs["run"] == run.label) & comp.runs["kind"].isin(["new", "known"])]
+        bits = [f"{group_label(r['kind'], r['probe_type'])} A={ci_of(r, 'acc_final')}"
+                + (f", F={ci_of(r, 'forgetting')}" if r["kind"] == "known" else "") for _, r in part.iterrows()]
+        if bits:
+            out.append(f"{run.label} (final step {num(part['step'].iloc[0])}): " + "; ".join(bits) + ".")
+    seeds = comp.seeds[comp.seeds["n_seeds"] > 1]
+    for _, r in seeds[seeds["kind"] == "new"].iterrows():
+        out.append(f"Over {int(r['n_seeds'])} seeds of {r['model']} / {num(r['strategy'])}: "
+                   f"{group_label(r['kind'], r['probe_type'])} final accuracy {num(r['acc_final_mean'], 2)} "
+                   f"[{num(r['acc_final_lo'], 2)}–{num(r['acc_final_hi'], 2)}] (t-interval over seeds).")  # fmt: skip
+    return out

@@ -1,0 +1,252 @@
+"""Sections 2 and 3: loss vs knowledge, and transitions (forgetting F, acquisition BT with CIs).
+
+Every number comes from RUN/analysis/ (curves, loss_knowledge, transitions, fuar); the figures only
+draw those tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+
+from kdyn.analysis.results import KNOWN_WRONG_AT_BASE
+from kdyn.report.data import RunData, finite
+from kdyn.report.figures import (TYPE_STYLES, Canvas, ci_line, group_key_labels, heatmap, kind_color, new_figure,
+                                 step_axis, styled)  # fmt: skip
+from kdyn.report.html import Section, bullets, table, tag
+from kdyn.report.text import arrow, ci_of, count, group_label, is_num, num, plural, step_label
+
+PANEL_KINDS_SKIP = (KNOWN_WRONG_AT_BASE,)
+PANEL_TITLES = {"known": "known facts (right at the base)", "skill": "skills"}
+
+
+def base_final(run: RunData) -> pd.DataFrame:
+    """Transition rows base → final, one per group."""
+    tr = run.tables["transitions"]
+    return tr[(tr["from_step"] == run.base_step) & (tr["to_step"] == run.final_step)].reset_index(drop=True)
+
+
+def checkpoint_loss(run: RunData) -> tuple[pd.Series, str]:
+    """The per-checkpoint loss the analysis used (train loss, else mean fact NLL) and its name."""
+    c = run.tables["curves"]
+    first = c.drop_duplicates("step").set_index("step")
+    if len(finite(first["train_loss"])):
+        return first["train_loss"], "training loss"
+    nll = c.groupby("step", sort=True)["fact_nll"].mean()
+    return nll, "mean per-fact NLL"
+
+
+def loss_phrase(run: RunData) -> str:
+    loss, name = checkpoint_loss(run)
+    ok = loss[loss.notna() & np.isfinite(loss.astype(float))]
+    if len(ok) < 2:
+        return f"{name} is defined at {plural(len(ok), 'checkpoint')} only"
+    verb = "fell" if ok.iloc[-1] < ok.iloc[0] else "rose"
+    return f"{name} {verb} {arrow(ok.iloc[0], ok.iloc[-1])} (steps {step_label(ok.index[0])}→{step_label(ok.index[-1])})"
+
+
+def biggest_changes(bf: pd.DataFrame, k: int = 4) -> str:
+    rows = bf[bf["kind"] != KNOWN_WRONG_AT_BASE].assign(change=lambda d: (d["acc_to"] - d["acc_from"]).abs())
+    rows = rows.sort_values("change", ascending=False, kind="stable")
+    shown = [f"{group_label(r.kind, r.probe_type)} {arrow(r.acc_from, r.acc_to)}" for r in rows.head(k).itertuples()]
+    rest = rows.iloc[k:]
+    tail = f"; the other {len(rest)} groups moved by ≤ {rest['change'].max():.2f}" if len(rest) else ""
+    return ", ".join(shown) + tail
+
+
+@styled
+def loss_knowledge_figure(run: RunData) -> Any:
+    curves = run.tables["curves"]
+    lk = run.tables["loss_knowledge"].set_index(["kind", "probe_type"])
+    kinds = [k for k in dict.fromkeys(curves["kind"]) if k not in PANEL_KINDS_SKIP]
+    fig, axes = new_figure(len(kinds), ncols=3 if len(kinds) > 4 else 4, height=3.1)
+    loss, loss_name = checkpoint_loss(run)
+    epochs = run.epochs()
+    for ax, kind in zip(axes, kinds):
+        part = curves[curves["kind"] == kind]
+        for ptype, g in part.groupby("probe_type", sort=False):
+            style = TYPE_STYLES.get(ptype, "-")
+            ci_line(ax, g["step"], g["acc"], g["acc_lo"], g["acc_hi"], kind_color(kind), ptype, style)
+            x = lk.loc[(kind, ptype)]
+            if is_num(x["knowledge_optimal_step"]) and g["acc"].max() > g["acc"].min():  # flat lines have no best
+                ax.plot([float(x["knowledge_optimal_step"])], [float(x["acc_at_knowledge_optimal"])], marker="*",
+                        markersize=11, color=kind_color(kind), markeredgecolor="black", markeredgewidth=0.5,
+                        linestyle="none")  # fmt: skip
+        opt = finite(lk.loc[kind]["loss_optimal_step"]) if kind in lk.index.get_level_values(0) else []
+        for s in sorted(set(opt)):
+            ax.axvline(s, color="#6b7280", linestyle=(0, (4, 3)), linewidth=1.0)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(PANEL_TITLES.get(kind, f"{kind} facts"))
+        step_axis(ax, run.steps, epochs)
+        ax.set_xlabel("step / epoch")
+        twin = ax.twinx()
+        if run.train_log is not None and loss_name == "training loss":
+            twin.plot(run.train_log["step"], run.train_log["loss"], color="#9ca3af", linewidth=0.8, alpha=0.8)
+        twin.plot(loss.index.astype(float), loss.to_numpy(dtype=float), color="#4b5563", marker="s", markersize=3,
+                  linestyle="none")  # fmt: skip
+        twin.grid(False)
+        twin.spines["right"].set_visible(True)
+        twin.tick_params(axis="y", colors="#4b5563")
+    axes[0].set_ylabel("accuracy (95% CI band)")
+    twin.set_ylabel(loss_name, color="#4b5563")
+    grey = "#4b5563"
+    types = list(dict.fromkeys(curves.loc[curves["kind"].isin(kinds), "probe_type"]))
+    handles = [Line2D([], [], color="black", linestyle=TYPE_STYLES.get(t, "-"), marker="o", markersize=3, label=t)
+               for t in types]  # colour = kind (one per panel), line style = probe type
+    handles += [Line2D([], [], color="#9ca3af", linewidth=0.8, label=f"{loss_name} per logged step (right axis)"),
+               Line2D([], [], color=grey, marker="s", markersize=3, linestyle="none",
+                      label="mean since the previous checkpoint (the analysis' loss)"),
+               Line2D([], [], color=grey, linestyle=(0, (4, 3)), label="lowest-loss checkpoint"),
+               Line2D([], [], color=grey, marker="*", markersize=10, linestyle="none", label="best-accuracy checkpoint")]
+    if run.train_log is None or loss_name != "training loss":
+        handles.pop(len(types))
+    fig.legend(handles=handles, loc="outside lower center", ncol=5, frameon=False)
+    return fig
+
+
+def loss_knowledge_caption(run: RunData) -> str:
+    lk = run.tables["loss_knowledge"]
+    lk = lk[lk["kind"] != KNOWN_WRONG_AT_BASE]
+    opt = finite(lk["loss_optimal_step"])
+    better = int((pd.to_numeric(lk["acc_lost_by_loss_stopping"]) > 0).sum())
+    where = f" The lowest loss is at step {step_label(opt[0])} (dashed line);" if len(set(opt)) == 1 else ""
+    phrase = loss_phrase(run)
+    return (f"{phrase[0].upper()}{phrase[1:]}, while accuracy base→final went {biggest_changes(base_final(run))}."
+            f"{where} {better} of {len(lk)} groups were more accurate at another checkpoint (stars).")  # fmt: skip
+
+
+def loss_knowledge_section(run: RunData, canvas: Canvas) -> Section:
+    sec = Section("loss-knowledge", "2. Loss vs knowledge")
+    sec.add(tag("p", "Does loss going down mean facts going in? Accuracy per kind and probe type at every checkpoint "
+                     "(lines, 95% bootstrap bands over items) against the training loss (grey, right axis).",
+                class_="lead"))  # fmt: skip
+    sec.add(canvas.figure("loss_vs_knowledge", loss_knowledge_figure(run), loss_knowledge_caption(run),
+                          "Accuracy per kind and probe type over checkpoints, with the training loss on a twin axis"))
+    lk = run.tables["loss_knowledge"]
+    curves = run.tables["curves"]
+    final_auroc = curves[curves["step"] == run.final_step].set_index(["kind", "probe_type"])
+    bf = base_final(run).set_index(["kind", "probe_type"])
+    rows, reasons = [], {}
+    for r in lk.itertuples():
+        t = bf.loc[(r.kind, r.probe_type)]
+        fell = list(r.loss_fell_acc_fell_steps) if r.loss_fell_acc_fell_steps is not None else []
+        rows.append([group_label(r.kind, r.probe_type), int(t["n"]), num(t["acc_from"], 2), ci_of(t, "acc_to"),
+                     _with_reason(r, "spearman", reasons), f"{step_label(r.loss_optimal_step)} / "
+                     f"{step_label(r.knowledge_optimal_step)}",
+                     _with_reason(r, "acc_lost_by_loss_stopping", reasons, lo="acc_lost_lo", hi="acc_lost_hi"),
+                     count(r.n_loss_fell_acc_fell) + (f" (step {', '.join(map(str, fell))})" if fell else ""),
+                     num(final_auroc.loc[(r.kind, r.probe_type)]["auroc_nll"], 2)])  # fmt: skip
+    head = ["group", "n", "A(base)", "A(final)", "ρ(−loss, A)", "step: lowest loss / best A",
+            "A lost by stopping at lowest loss", "checkpoints where loss fell and A fell",
+            f"AUROC of fact NLL at step {step_label(run.final_step)}"]  # fmt: skip
+    sec.add(table(head, rows, caption="Per group; [a–b] are 95% bootstrap intervals over items"))
+    if reasons:
+        sec.add(bullets([f"{what} is undefined for {', '.join(groups)}: {reason}"
+                         for (what, reason), groups in reasons.items()], class_="notes"))  # fmt: skip
+    return sec
+
+
+def _with_reason(r: Any, name: str, reasons: dict[tuple[str, str], list[str]], lo: str | None = None,
+                 hi: str | None = None) -> str:  # fmt: skip
+    """`name` with its CI, or '—' with the analysis' reason collected (grouped by reason) for a note."""
+    value = getattr(r, name)
+    if not is_num(value):
+        what = {"spearman": "ρ(−loss, A)"}.get(name, name.replace("_", " "))
+        reason = r.reason if isinstance(r.reason, str) and r.reason else "not computable"
+        reasons.setdefault((what, reason), []).append(group_label(r.kind, r.probe_type))
+        return "—"
+    row = {name: value, f"{name}_lo": getattr(r, lo or f"{name}_lo"), f"{name}_hi": getattr(r, hi or f"{name}_hi")}
+    return ci_of(row, name)
+
+
+def transition_matrix(rows: pd.DataFrame, metric: str) -> tuple[np.ndarray, list[tuple[str, str]], list[Any], list[bool]]:
+    """(groups x pairs) values of F or BT (chance-adjusted for multiple choice), group keys, pairs, adjusted flags."""
+    rows = rows[rows["kind"] != KNOWN_WRONG_AT_BASE]
+    keys = list(dict.fromkeys(zip(rows["kind"], rows["probe_type"])))
+    pairs = list(dict.fromkeys(zip(rows["from_step"], rows["to_step"])))
+    values = np.full((len(keys), len(pairs)), np.nan)
+    adjusted = []
+    for i, key in enumerate(keys):
+        g = rows[(rows["kind"] == key[0]) & (rows["probe_type"] == key[1])]
+        adj = bool(g["k_min"].iloc[0] >= 2)
+        adjusted.append(adj)
+        col = f"{metric}_adj" if adj else metric
+        for _, r in g.iterrows():
+            values[i, pairs.index((r["from_step"], r["to_step"]))] = r[col]
+    return values, keys, pairs, adjusted
+
+
+@styled
+def transitions_figure(rows: pd.DataFrame, base: bool) -> Any:
+    f, keys, pairs, adj = transition_matrix(rows, "forgetting")
+    bt, _, _, _ = transition_matrix(rows, "backward_transfer")
+    vmax = float(max(np.nanmax(np.concatenate([f.ravel(), bt.ravel(), [0.05]])), 0.05))
+    labels = group_key_labels(keys, adj)
+    cols = [f"→{step_label(b)}" if base else f"{step_label(a)}→{step_label(b)}" for a, b in pairs]
+    fig, axes = new_figure(2, ncols=2, height=0.3 * len(keys) + 1.3)
+    heatmap(axes[0], f, labels, cols, "Reds", vmax, "forgetting F (right → wrong)")
+    heatmap(axes[1], bt, labels, cols, "Blues", vmax, "acquisition BT (wrong → right)")
+    axes[1].set_yticklabels([])
+    for ax in axes:
+        ax.set_xlabel("base → step" if base else "checkpoint → next checkpoint")
+    return fig
+
+
+def _extreme(rows: pd.DataFrame, metric: str, base: bool) -> str:
+    values, keys, pairs, adj = transition_matrix(rows, metric)
+    if not np.isfinite(values).any() or np.nanmax(values) <= 0:
+        return f"no group had {'forgetting' if metric == 'forgetting' else 'acquisition'} above 0"
+    i, j = np.unravel_index(np.nanargmax(values), values.shape)
+    r = rows[(rows["kind"] == keys[i][0]) & (rows["probe_type"] == keys[i][1]) & (rows["from_step"] == pairs[j][0])
+             & (rows["to_step"] == pairs[j][1])].iloc[0]  # fmt: skip
+    name = f"{metric}_adj" if adj[i] else metric
+    short = ("F" if metric == "forgetting" else "BT") + ("_adj" if adj[i] else "")
+    when = f"by step {step_label(pairs[j][1])}" if base else f"at {step_label(pairs[j][0])}→{step_label(pairs[j][1])}"
+    return f"{group_label(*keys[i])} {short}={ci_of(r, name)} {when} (n={int(r['n'])})"
+
+
+def transitions_section(run: RunData, canvas: Canvas) -> Section:
+    tr = run.tables["transitions"]
+    base_rows = tr[tr["from_step"] == run.base_step]
+    step_rows = tr[tr["consecutive"]]
+    sec = Section("transitions", "3. Transitions")
+    sec.add(tag("p", "Per probe: did it go right → wrong (forgetting F) or wrong → right (acquisition BT)? Each cell is a "
+                     "fraction of the group's probes; multiple-choice rows are chance-adjusted with each item's own k "
+                     "(rows marked adj.). A(t) − A(s) = BT − F.", class_="lead"))  # fmt: skip
+    flips = base_final(run)
+    cap = (f"Base→t. Largest forgetting: {_extreme(base_rows, 'forgetting', True)}; largest acquisition: "
+           f"{_extreme(base_rows, 'backward_transfer', True)}. Base→final overall: {int(flips['n_1to0'].sum())} probes "
+           f"went right→wrong and {int(flips['n_0to1'].sum())} wrong→right.")  # fmt: skip
+    sec.add(canvas.figure("transitions_base", transitions_figure(base_rows, True), cap,
+                          "Heatmaps of forgetting and acquisition from the base model to each checkpoint"))
+    if len(run.steps) > 2:
+        cap = (f"Checkpoint→next. Largest forgetting: {_extreme(step_rows, 'forgetting', False)}; largest "
+               f"acquisition: {_extreme(step_rows, 'backward_transfer', False)}.")  # fmt: skip
+        sec.add(canvas.figure("transitions_step", transitions_figure(step_rows, False), cap,
+                              "Heatmaps of forgetting and acquisition between consecutive checkpoints"))
+    rows = []
+    for _, r in flips.iterrows():
+        mcq = r["k_min"] >= 2
+        k = "" if not mcq else (f" (k={r['k_min']})" if r["k_min"] == r["k_max"] else f" (k={r['k_min']}–{r['k_max']})")
+        rows.append([group_label(r["kind"], r["probe_type"]) + k, int(r["n"]), f"{int(r['n_1to0'])} / {int(r['n_0to1'])}",
+                     num(r["acc_from"], 2), ci_of(r, "acc_to"), ci_of(r, "forgetting"), ci_of(r, "backward_transfer"),
+                     ci_of(r, "forgetting_adj") if mcq else "—", ci_of(r, "backward_transfer_adj") if mcq else "—",
+                     ci_of(r, "relative_forgetting")])  # fmt: skip
+    head = ["group", "n", "probes 1→0 / 0→1", "A(base)", "A(final)", "F", "BT", "F adj.", "BT adj.", "F / A(base)"]
+    sec.add(table(head, rows, caption=f"Base (step {step_label(run.base_step)}) → final (step "
+                                      f"{step_label(run.final_step)}), 95% bootstrap CIs over items; F / A(base) is — "
+                                      f"where nothing was right at the base"))  # fmt: skip
+    fuar = run.tables["fuar"]
+    fuar = fuar[fuar["step"] == run.final_step]
+    if len(fuar):
+        frows = [[r["probe_type"], int(r["n_known"]), int(r["n_forgotten_known"]), int(r["n_acquired_new"]),
+                  int(r["n_acquired_updated"]), ci_of(r, "fuar") if is_num(r["fuar"]) else f"— ({r['reason']})"]
+                 for _, r in fuar.iterrows()]  # fmt: skip
+        sec.add(table(["probe type", "known (right at base)", "forgotten known", "acquired new", "acquired updated",
+                       "FUAR"], frows,
+                      caption="FUAR (Jang et al.) at the final step = forgotten known / (acquired new + updated); "
+                              "lower is better"))  # fmt: skip
+    return sec

@@ -1,0 +1,101 @@
+"""Numbers and names as the report writes them: values with CIs, group labels, short phrases.
+
+Missing values print as '—' (never 0); the sentences in captions and findings are built from these.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from kdyn.analysis.render import num as _num
+from kdyn.analysis.results import KNOWN_WRONG_AT_BASE
+
+__all__ = ["num", "with_ci", "ci_of", "is_num", "group_label", "pct", "arrow", "step_label", "count", "plural", "p_value"]
+
+KIND_NAMES = {KNOWN_WRONG_AT_BASE: "known (wrong at base)", "skill": "skill"}
+TYPE_NAMES = {"qa": "QA", "mcq": "MCQ"}
+
+
+def is_num(value: Any) -> bool:
+    """A finite number (not None, NA or NaN)."""
+    if value is None or value is pd.NA:
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def num(value: Any, digits: int = 3) -> str:
+    """A number for the page: '—' when missing, a true minus sign for negatives."""
+    text = _num(value, digits)
+    if not is_num(value):
+        return text
+    if text.startswith("-") and not text.strip("-0."):
+        text = text[1:]  # −0.00 is 0.00
+    return text.replace("-", "−")
+
+
+def p_value(p: Any) -> str:
+    if not is_num(p):
+        return "—"
+    return "p < 0.0001" if float(p) < 1e-4 else f"p = {float(p):.4f}"
+
+
+def with_ci(value: Any, lo: Any, hi: Any, digits: int = 2) -> str:
+    """'0.59 [0.41–0.76]'; '−0.58 [−0.93 to −0.31]' when a bound is negative; '—' when missing."""
+    if not is_num(value):
+        return "—"
+    if not (is_num(lo) and is_num(hi)):
+        return num(value, digits)
+    sep = " to " if min(float(lo), float(hi)) < 0 else "–"
+    return f"{num(value, digits)} [{num(lo, digits)}{sep}{num(hi, digits)}]"
+
+
+def ci_of(row: Any, name: str, digits: int = 2) -> str:
+    """'0.59 [0.41–0.76]' from a row's `name`, `name_lo`, `name_hi`."""
+    return with_ci(row[name], row[f"{name}_lo"], row[f"{name}_hi"], digits)
+
+
+def type_name(probe_type: str) -> str:
+    return TYPE_NAMES.get(probe_type, probe_type)
+
+
+def group_label(kind: str, probe_type: str) -> str:
+    """'new cloze', 'known (wrong at base) QA', 'arithmetic'."""
+    if kind == "skill":
+        return type_name(probe_type)
+    return f"{KIND_NAMES.get(kind, kind)} {type_name(probe_type)}"
+
+
+def pct(value: Any) -> str:
+    return f"{100 * float(value):.0f}%" if is_num(value) else "—"
+
+
+def arrow(a: Any, b: Any, digits: int = 2) -> str:
+    """'0.00→0.62'."""
+    return f"{num(_float(a), digits)}→{num(_float(b), digits)}"
+
+
+def _float(value: Any) -> Any:
+    return float(value) if is_num(value) else value
+
+
+def step_label(step: Any) -> str:
+    """A checkpoint step: '120' (whole numbers without decimals), '—' when missing."""
+    if not is_num(step):
+        return "—"
+    value = float(step)
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
+def count(value: Any) -> str:
+    """A count: '3', or '—' when missing."""
+    return str(int(value)) if is_num(value) else "—"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else many or word + 's'}"
