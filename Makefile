@@ -6,6 +6,8 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.kdyn-installed
+BROWSER := $(VENV)/.chromium-installed
+CHROMIUM_PKGS := chromium chromium-driver
 
 .PHONY: setup test quickstart lint clean
 
@@ -20,7 +22,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-test: setup
+# headless Chromium for the report's browser test (tests/test_report_browser.py): Debian packages, as root.
+# Without them the test is skipped with its reason; the stamp is only written once both commands exist.
+$(BROWSER): | $(STAMP)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then touch $@; \
+	elif apt-get install -y -q --no-install-recommends $(CHROMIUM_PKGS) >/dev/null 2>&1 || \
+	     { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(CHROMIUM_PKGS); }; then \
+	  touch $@; \
+	else echo "warning: could not install $(CHROMIUM_PKGS) (needs root and apt); the browser test will be skipped"; fi
+
+test: setup $(BROWSER)
 	$(BIN)/python -m pytest -q
 
 quickstart: setup

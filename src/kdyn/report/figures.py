@@ -127,6 +127,7 @@ class Canvas:
         svg = io.BytesIO()
         with plt.rc_context(STYLE):
             fig.savefig(png, format="png", dpi=DPI, metadata={"Software": None})
+            fig.set_layout_engine("none")  # the layout is solved (in figure fractions); the SVG reuses it
             fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
         width_px = int(round(fig.get_figwidth() * 100))
         plt.close(fig)
