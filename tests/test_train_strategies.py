@@ -89,3 +89,9 @@ def test_replay_reads_a_user_corpus(tmp_path):
 def test_keep_last_checkpoint(tmp_path):
     _, out, _ = run(tmp_path, "keep", ["train.checkpoints.keep_last=1", "train.epochs=3"])
     assert len(list((out / "checkpoints").iterdir())) == 1
+
+
+def test_checkpoint_every_n_epochs_keeps_the_last(tmp_path):
+    _, out, result = run(tmp_path, "every", ["train.checkpoints.every_epochs=2", "train.epochs=3"])
+    steps = sorted({r["step"] for r in pq.read_table(out / "probes.parquet").to_pylist()})  # 0, e1, e2, e3
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step-{s:06d}" for s in (steps[2], steps[3])]

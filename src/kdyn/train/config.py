@@ -152,6 +152,11 @@ class ProbingConfig:
 class CheckpointConfig:
     save: bool = True
     keep_last: int = 0  # 0 keeps every checkpoint
+    every_epochs: int = 1  # save at every n-th epoch end (and always the last); 1 also saves step-level points
+
+    def validate(self) -> None:
+        if self.keep_last < 0 or self.every_epochs < 1:
+            raise ValueError("checkpoints.keep_last must be >= 0 and checkpoints.every_epochs >= 1")
 
 
 @dataclass

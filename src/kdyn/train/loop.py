@@ -144,7 +144,7 @@ class Loop:
             self.store.write_part("probes", self.step, probes)
             self.store.write_part("fact_loss", self.step, facts)
             self.store.write_part("train_log", self.step, pa.Table.from_pylist(self.log_rows, schema=TRAIN_LOG_SCHEMA))
-            if self.tc.checkpoints.save and self.step > 0:
+            if self.wants_checkpoint(epoch_float):
                 self.store.save_checkpoint(model, self.tok, self.step, to_dict(self.cfg), self.tc.checkpoints.keep_last)
             self.commit()
             self.store.rebuild(SCHEMAS)
@@ -157,6 +157,14 @@ class Loop:
                    for k in ("new", "related", "updated", "known")}  # fmt: skip
             rep.print(f"probe step {self.step} (epoch {epoch_float:.2f}) | " + " | ".join(f"{k} {v:.3f}" for k, v in acc.items())
                       + f" | {time.time() - t0:.0f} s")  # fmt: skip
+
+    def wants_checkpoint(self, epoch_float: float) -> bool:
+        ck = self.tc.checkpoints
+        if not ck.save or self.step == 0:
+            return False
+        if epoch_float != int(epoch_float):  # a step-level point
+            return ck.every_epochs == 1
+        return int(epoch_float) % ck.every_epochs == 0 or int(epoch_float) == self.tc.epochs
 
     def commit(self) -> None:
         """Write the resume state for the current point (main process)."""
