@@ -36,17 +36,20 @@ ACTIVE = "return [document.scripts.length, document.querySelectorAll('[onerror],
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    home = tmp_path_factory.mktemp("chromium")  # profile and temp files stay in pytest's folder
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-                f"--window-size={LAPTOP[0]},{LAPTOP[1]}", "--force-device-scale-factor=1"):  # fmt: skip
+                f"--window-size={LAPTOP[0]},{LAPTOP[1]}", "--force-device-scale-factor=1",
+                f"--user-data-dir={home / 'profile'}"):  # fmt: skip
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    service = Service(DRIVER, env={**os.environ, "TMPDIR": str(home)})
+    driver = webdriver.Chrome(service=service, options=options)
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CATCH_ALERTS})
     yield driver
     driver.quit()

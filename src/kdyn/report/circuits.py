@@ -18,8 +18,11 @@ from matplotlib import colormaps
 
 from kdyn.report.data import RunData, finite
 from kdyn.report.figures import PALETTE, Canvas, heatmap, new_figure, step_axis, styled
-from kdyn.report.html import Section, table, tag
-from kdyn.report.text import is_num, num, step_label
+from kdyn.report.html import Markup, Section, bullets, table, tag
+from kdyn.report.text import count, is_num, num, step_label, with_ci
+
+
+DYNAMICS_GROUPS = ("acquired", "retained", "forgotten", "never")
 
 
 def relation_colors(relations: list[str]) -> dict[str, str]:
@@ -87,19 +90,21 @@ def evolution_caption(run: RunData) -> str:
 
 
 @styled
-def per_relation_heatmaps(frame: pd.DataFrame, value: str, cmap: str, title: str, vmax: float | None = None) -> Any:
-    relations = list(dict.fromkeys(frame["relation"]))
+def per_relation_heatmaps(frame: pd.DataFrame, value: str, cmap: str, title: str, label: str) -> Any:
+    """One layer x step heatmap per relation, on one colour scale (colour bar on the right)."""
+    relations = sorted(dict.fromkeys(frame["relation"]))
+    values_all = finite(frame[value])
+    top = max(float(values_all.max()), 1e-9) if len(values_all) else 1.0
     fig, axes = new_figure(len(relations), ncols=4, height=3.0)
     for ax, rel in zip(axes, relations):
         wide = frame[frame["relation"] == rel].pivot_table(index="layer", columns="step", values=value, aggfunc="mean")
-        values = wide.to_numpy(dtype=float)
-        top = vmax if vmax is not None else max(float(np.nanmax(values)) if np.isfinite(values).any() else 1.0, 1e-9)
-        heatmap(ax, values, [str(x) for x in wide.index], [step_label(s) for s in wide.columns], cmap, top,
-                f"{rel}: {title}", annotate=False)  # fmt: skip
+        im = heatmap(ax, wide.to_numpy(dtype=float), [str(x) for x in wide.index], [step_label(s) for s in wide.columns],
+                     cmap, top, f"{rel}: {title}", annotate=False)  # fmt: skip
         ax.invert_yaxis()
         ax.set_xlabel("step")
         ax.set_yticks(ax.get_yticks()[:: max(1, len(wide.index) // 10)])
     axes[0].set_ylabel("layer")
+    fig.colorbar(im, ax=axes, shrink=0.85, label=label)
     return fig
 
 
@@ -113,7 +118,7 @@ def layers_caption(run: RunData) -> str:
 
 @styled
 def faithfulness_curves_figure(curves: pd.DataFrame) -> Any:
-    relations = list(dict.fromkeys(curves["relation"]))
+    relations = sorted(dict.fromkeys(curves["relation"]))
     fig, axes = new_figure(len(relations), ncols=4, height=2.8, sharey=True)
     steps = sorted(set(curves["step"]))
     cmap = colormaps["viridis"]
@@ -145,14 +150,14 @@ def logit_lens_caption(lens: pd.DataFrame) -> str:
         parts.append(f"{rel}: best median rank {num(first['median_rank'].min(), 0)} at step "
                      f"{step_label(g['step'].min())} → {num(last['median_rank'].min(), 0)} at step "
                      f"{step_label(g['step'].max())}")  # fmt: skip
-    return "Logit lens: median rank of the target's first token when decoding each layer (log colour scale, dark = " \
+    return "Logit lens: median rank of the target's first token when decoding each layer (log colour scale, bright = " \
            "better); " + "; ".join(parts) + "."
 
 
 def metrics_table(run: RunData) -> Any:
     m = run.circuits.metrics
     final = m[m["step"] == m["step"].max()]
-    rows = []
+    rows, notes = [], {}
     for _, r in final.iterrows():
         rel = r["relation"]
         flag = r.get("faithfulness_flag")
@@ -163,19 +168,34 @@ def metrics_table(run: RunData) -> Any:
                      num(r["faithfulness_random"], 2),
                      f"{num(r.get('hit10_circuit'), 2)} / {num(r.get('hit10_full'), 2)} / {num(r.get('hit10_random'), 2)}",
                      f"{num(r.get('mrr_circuit'), 2)} / {num(r.get('mrr_full'), 2)} / {num(r.get('mrr_random'), 2)}",
-                     change_point_text(change_point(run, rel, "entropy")),
-                     change_point_text(change_point(run, rel, "jaccard_edges_prev"))])  # fmt: skip
+                     "; ".join(change_cell(run, rel, series, notes) for series in ("entropy", "jaccard_edges_prev"))])
     head = ["relation", "prompts", "edges kept / all", "nodes", "faithfulness", "random", "hit@10 circuit / full / random",
-            "MRR circuit / full / random", "change point (entropy)", "change point (Jaccard prev)"]
-    return table(head, rows, caption=f"At the final checkpoint (step {step_label(m['step'].max())})")
+            "MRR circuit / full / random", "change point: entropy; Jaccard with previous"]
+    out = table(head, rows, caption=f"At the final checkpoint (step {step_label(m['step'].max())})")
+    return Markup(out + bullets([f"{k}: {v}" for k, v in notes.items()], class_="notes")) if notes else out
+
+
+def change_cell(run: RunData, relation: str, series: str, notes: dict[str, str]) -> str:
+    """'step 3 [3–6]', or '—' with the reason kept for a note under the table."""
+    cp = change_point(run, relation, series)
+    if is_num(cp.get("step")):
+        return change_point_text(cp)
+    notes[f"{relation}, change point of {series.replace('_', ' ')}"] = cp.get("reason") or "not computed"
+    return "—"
 
 
 def dynamics_table(dyn: pd.DataFrame) -> Any:
-    rows = [[f"{step_label(r['from_step'])}→{step_label(r['to_step'])}", r["relation"], r["group"], num(r["n_facts"]),
-             f"{num(r['mean_change'], 3)} [{num(r['ci_low'], 3)}–{num(r['ci_high'], 3)}]"] for _, r in dyn.iterrows()]
-    return table(["checkpoints", "relation", "what happened to the fact", "facts", "mean circuit change [95% CI]"],
-                 rows, numeric_from=3, caption="How much per-fact circuits changed, by what happened to the fact's "
-                                               "probes")  # fmt: skip
+    """Rows: checkpoint pair and relation; columns: what happened to the fact (mean change [CI], n facts)."""
+    groups = [g for g in DYNAMICS_GROUPS if g in set(dyn["group"])] + sorted(set(dyn["group"]) - set(DYNAMICS_GROUPS))
+    rows = []
+    for (a, b, rel), part in dyn.groupby(["from_step", "to_step", "relation"], sort=False):
+        by = part.set_index("group")
+        rows.append([f"{step_label(a)}→{step_label(b)}", rel] + [
+            f"{with_ci(by.at[g, 'mean_change'], by.at[g, 'ci_low'], by.at[g, 'ci_high'], 3)} (n={count(by.at[g, 'n_facts'])})"
+            if g in by.index else "—" for g in groups])  # fmt: skip
+    return table(["checkpoints", "relation", *groups], rows, numeric_from=2,
+                 caption="How much per-fact circuits changed between checkpoints (mean [95% CI], n facts), by what "
+                         "happened to the fact's probes")  # fmt: skip
 
 
 def circuits_section(run: RunData, canvas: Canvas) -> Section:
@@ -188,7 +208,8 @@ def circuits_section(run: RunData, canvas: Canvas) -> Section:
                           "Circuit Jaccard, entropy and faithfulness over checkpoints"))
     share = c.tables["layer_share"]
     if share is not None and len(share):
-        sec.add(canvas.figure("circuit_layers", per_relation_heatmaps(share, "share", "Purples", "edge share"),
+        sec.add(canvas.figure("circuit_layers", per_relation_heatmaps(share, "share", "Purples", "edge share",
+                                                                      "share of circuit edges"),
                               layers_caption(run), "Heatmaps of circuit edge share per source layer and checkpoint"))
     curves = c.tables["faithfulness_curve"]
     if curves is not None and len(curves):
@@ -197,7 +218,7 @@ def circuits_section(run: RunData, canvas: Canvas) -> Section:
     lens = c.tables["logit_lens"]
     if lens is not None and len(lens):
         lens = lens.assign(log_rank=np.log10(1.0 + lens["median_rank"].astype(float)))
-        fig = per_relation_heatmaps(lens, "log_rank", "magma_r", "log10(1 + median rank)")
+        fig = per_relation_heatmaps(lens, "log_rank", "magma_r", "logit-lens rank", "log10(1 + median rank); bright = better")
         sec.add(canvas.figure("circuit_logit_lens", fig, logit_lens_caption(lens),
                               "Heatmaps of the logit-lens rank of the target per layer and checkpoint"))
     sec.add(metrics_table(run))
