@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import to_rgb
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from kdyn.analysis.results import KIND_ORDER, KNOWN_WRONG_AT_BASE, TYPE_ORDER
 from kdyn.report.data import RunData
 from kdyn.report.figures import TYPE_STYLES, Canvas, ci_line, kind_color, new_figure, step_axis, styled
 from kdyn.report.html import Section, details, table, tag
 from kdyn.report.knowledge import base_final
-from kdyn.report.text import arrow, ci_of, count, group_label, num, pct, plural, step_label
+from kdyn.report.text import arrow, ci_of, count, group_label, is_num, num, pct, plural, step_label
 
 LEARNED_KINDS = ("new", "related", "updated")
 WRONG = (0.95, 0.96, 0.97)
@@ -99,6 +100,8 @@ def windows_figure(run: RunData, windows: pd.DataFrame) -> Any:
         ax1.legend(frameon=False)
     else:
         ax1.text(0.5, 0.5, "no probe became right during training", ha="center", va="center", transform=ax1.transAxes)
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax1.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_xlabel("window length (consecutive checkpoints right)")
     ax1.set_ylabel("acquisition windows")
     ax1.set_title("acquisition windows begun during training")
@@ -153,8 +156,9 @@ def entity_table(run: RunData) -> Any:
     for (epoch, step), part in ec.groupby(["epoch", "step"], sort=True):
         by = part.set_index("kind")
         rows.append([num(epoch, 0), step_label(step)] + [
-            f"{int(by.at[k, 'n_learned'])} / {int(by.at[k, 'n'])}  (+{count(by.at[k, 'n_acquired'])} "
-            f"={count(by.at[k, 'n_retained'])} −{count(by.at[k, 'n_forgotten'])})" if k in by.index else "—"
+            f"{int(by.at[k, 'n_learned'])} / {int(by.at[k, 'n'])}" + (
+                f"  (+{count(by.at[k, 'n_acquired'])} ={count(by.at[k, 'n_retained'])} "
+                f"−{count(by.at[k, 'n_forgotten'])})" if is_num(by.at[k, "n_acquired"]) else "") if k in by.index else "—"
             for k in kinds])  # fmt: skip
     return table(["epoch", "step", *[f"{k}: learned / entities (+acquired =retained −forgotten)" for k in kinds]],
                  rows, numeric_from=1, caption="Entities (Mousavi et al.: an entity is learned when the mean ROUGE-1 "

@@ -21,7 +21,6 @@ from kdyn.report.figures import PALETTE, Canvas, heatmap, new_figure, step_axis,
 from kdyn.report.html import Markup, Section, bullets, table, tag
 from kdyn.report.text import count, is_num, num, step_label, with_ci
 
-
 DYNAMICS_GROUPS = ("acquired", "retained", "forgotten", "never")
 
 

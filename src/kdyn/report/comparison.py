@@ -45,7 +45,7 @@ def small_multiples(comp: Comparison, metrics: list[tuple[str, str, str]]) -> An
     offsets = np.linspace(-0.18, 0.18, len(metrics)) if len(metrics) > 1 else [0.0]
     for ax, (kind, ptype) in zip(axes, keys):
         part = runs[(runs["kind"] == kind) & (runs["probe_type"] == ptype)].set_index("run")
-        for off, (name, marker, legend) in zip(offsets, metrics):
+        for off, (name, marker, _) in zip(offsets, metrics):
             for i, label in enumerate(labels):
                 if label not in part.index:
                     continue

@@ -100,7 +100,7 @@ header p { margin:0; color:var(--muted); }
 nav { position:sticky; top:0; z-index:2; background:#fff; border-bottom:1px solid var(--line); padding:6px 24px;
       font-size:13.5px; white-space:nowrap; overflow-x:auto; }
 nav a { color:var(--accent); text-decoration:none; margin-right:16px; }
-main { max-width:1180px; margin:0 auto; padding:8px 24px 40px; }
+main { max-width:1260px; margin:0 auto; padding:8px 24px 40px; }
 section { background:#fff; border:1px solid var(--line); border-radius:6px; padding:6px 20px 14px; margin:16px 0;
           scroll-margin-top:40px; }
 h2 { font-size:19px; margin:10px 0 8px; }

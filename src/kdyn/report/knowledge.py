@@ -133,13 +133,13 @@ def loss_knowledge_section(run: RunData, canvas: Canvas) -> Section:
     for r in lk.itertuples():
         t = bf.loc[(r.kind, r.probe_type)]
         fell = list(r.loss_fell_acc_fell_steps) if r.loss_fell_acc_fell_steps is not None else []
-        rows.append([group_label(r.kind, r.probe_type), int(t["n"]), num(t["acc_from"], 2), ci_of(t, "acc_to"),
+        rows.append([group_label(r.kind, r.probe_type), int(t["n"]), f"{num(t['acc_from'], 2)} → {ci_of(t, 'acc_to')}",
                      _with_reason(r, "spearman", reasons), f"{step_label(r.loss_optimal_step)} / "
                      f"{step_label(r.knowledge_optimal_step)}",
                      _with_reason(r, "acc_lost_by_loss_stopping", reasons, lo="acc_lost_lo", hi="acc_lost_hi"),
                      count(r.n_loss_fell_acc_fell) + (f" (step {', '.join(map(str, fell))})" if fell else ""),
                      num(final_auroc.loc[(r.kind, r.probe_type)]["auroc_nll"], 2)])  # fmt: skip
-    head = ["group", "n", "A(base)", "A(final)", "ρ(−loss, A)", "step: lowest loss / best A",
+    head = ["group", "n", "A: base → final", "ρ(−loss, A)", "step: lowest loss / best A",
             "A lost by stopping at lowest loss", "checkpoints where loss fell and A fell",
             f"AUROC of fact NLL at step {step_label(run.final_step)}"]  # fmt: skip
     sec.add(table(head, rows, caption="Per group; [a–b] are 95% bootstrap intervals over items"))
@@ -232,10 +232,10 @@ def transitions_section(run: RunData, canvas: Canvas) -> Section:
         mcq = r["k_min"] >= 2
         k = "" if not mcq else (f" (k={r['k_min']})" if r["k_min"] == r["k_max"] else f" (k={r['k_min']}–{r['k_max']})")
         rows.append([group_label(r["kind"], r["probe_type"]) + k, int(r["n"]), f"{int(r['n_1to0'])} / {int(r['n_0to1'])}",
-                     num(r["acc_from"], 2), ci_of(r, "acc_to"), ci_of(r, "forgetting"), ci_of(r, "backward_transfer"),
+                     f"{num(r['acc_from'], 2)} → {ci_of(r, 'acc_to')}", ci_of(r, "forgetting"), ci_of(r, "backward_transfer"),
                      ci_of(r, "forgetting_adj") if mcq else "—", ci_of(r, "backward_transfer_adj") if mcq else "—",
                      ci_of(r, "relative_forgetting")])  # fmt: skip
-    head = ["group", "n", "probes 1→0 / 0→1", "A(base)", "A(final)", "F", "BT", "F adj.", "BT adj.", "F / A(base)"]
+    head = ["group", "n", "probes 1→0 / 0→1", "A: base → final", "F", "BT", "F adj.", "BT adj.", "F / A(base)"]
     sec.add(table(head, rows, caption=f"Base (step {step_label(run.base_step)}) → final (step "
                                       f"{step_label(run.final_step)}), 95% bootstrap CIs over items; F / A(base) is — "
                                       f"where nothing was right at the base"))  # fmt: skip
