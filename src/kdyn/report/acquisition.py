@@ -193,9 +193,9 @@ def entity_details(run: RunData) -> Any:
 
 def acquisition_section(run: RunData, canvas: Canvas) -> Section:
     traj = knowledge_probes(run)
-    sec = Section("acquisition", "4. Acquisition raster")
-    sec.add(tag("p", "Each row is one probe (a fact asked one way), each column a checkpoint. Rows are sorted by the "
-                     "checkpoint where the probe first became right.", class_="lead"))  # fmt: skip
+    sec = Section("acquisition", "4. Acquisition raster",
+                  "Each row is one probe (a fact asked one way), each column a checkpoint. Rows are sorted by the "
+                  "checkpoint where the probe first became right.")
     sec.add(canvas.figure("acquisition_raster", raster_figure(run, traj), raster_caption(run, traj),
                           "Raster of probes by checkpoints, right or wrong, sorted by first acquisition"))
     windows = window_lengths(run, traj)
@@ -258,9 +258,9 @@ def broken_section(run: RunData, canvas: Canvas) -> Section:
     curves = run.tables["curves"]
     known = curves[curves["kind"] == "known"]
     skill = curves[curves["kind"] == "skill"]
-    sec = Section("broken", "5. What was broken")
-    sec.add(tag("p", "Real facts the base model answered right (never trained on) and general skills, over "
-                     "training: anything lost here is collateral damage of the CPT.", class_="lead"))  # fmt: skip
+    sec = Section("broken", "5. What was broken",
+                  "Real facts the base model answered right (never trained on) and general skills, over "
+                  "training: anything lost here is collateral damage of the CPT.")
     if len(known) or len(skill):
         sec.add(canvas.figure("what_was_broken", broken_figure(run, known, skill), broken_caption(run),
                               "Accuracy of known facts and of arithmetic over checkpoints"))

@@ -26,7 +26,7 @@ from kdyn.report.comparison import comparison_findings, comparison_section
 from kdyn.report.data import RunData, load_run_data
 from kdyn.report.figures import Canvas
 from kdyn.report.findings import run_findings
-from kdyn.report.html import Section, bullets, page, tag
+from kdyn.report.html import Section, bullets, page
 from kdyn.report.knowledge import loss_knowledge_section, transitions_section
 from kdyn.report.setup import runs_setup_section, setup_section
 
@@ -40,9 +40,8 @@ def default_out(paths: list[Path]) -> Path:
 
 
 def findings_section(sentences: list[str]) -> Section:
-    return Section("findings", FINDINGS).add(
-        tag("p", "Generated from the numbers above; [a–b] are 95% bootstrap intervals over items.", class_="lead"),
-        bullets(sentences, class_="findings"))  # fmt: skip
+    lead = "Generated from the numbers above; [a–b] are 95% bootstrap intervals over items."
+    return Section("findings", FINDINGS, lead).add(bullets(sentences, class_="findings"))
 
 
 def run_sections(run: RunData, canvas: Canvas) -> list[Section]:

@@ -18,7 +18,7 @@ from matplotlib import colormaps
 
 from kdyn.report.data import RunData, finite
 from kdyn.report.figures import PALETTE, Canvas, heatmap, new_figure, step_axis, styled
-from kdyn.report.html import Markup, Section, bullets, table, tag
+from kdyn.report.html import Markup, Section, bullets, table
 from kdyn.report.text import count, is_num, num, step_label, with_ci
 
 DYNAMICS_GROUPS = ("acquired", "retained", "forgotten", "never")
@@ -199,10 +199,9 @@ def dynamics_table(dyn: pd.DataFrame) -> Any:
 
 def circuits_section(run: RunData, canvas: Canvas) -> Section:
     c = run.circuits
-    sec = Section("circuits", "7. Circuits")
-    sec.add(tag("p", "Knowledge circuits (EAP-IG edge attributions, top edges) per relation and checkpoint: how much "
-                     "they change, how concentrated they are, where they live, and how faithful they are.",
-                class_="lead"))  # fmt: skip
+    sec = Section("circuits", "7. Circuits",
+                  "Knowledge circuits (EAP-IG edge attributions, top edges) per relation and checkpoint: how much "
+                  "they change, how concentrated they are, where they live, and how faithful they are.")
     sec.add(canvas.figure("circuit_evolution", evolution_figure(run), evolution_caption(run),
                           "Circuit Jaccard, entropy and faithfulness over checkpoints"))
     share = c.tables["layer_share"]

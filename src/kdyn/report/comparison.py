@@ -15,7 +15,7 @@ from kdyn.analysis.comparison import Comparison, compare
 from kdyn.analysis.results import KNOWN_WRONG_AT_BASE
 from kdyn.report.data import RunData
 from kdyn.report.figures import PALETTE, Canvas, new_figure, styled
-from kdyn.report.html import Section, details, table, tag
+from kdyn.report.html import Section, details, table
 from kdyn.report.text import ci_of, group_label, is_num, num, p_value, plural, with_ci
 
 ALPHA = 0.05
@@ -85,10 +85,9 @@ def spread_caption(comp: Comparison, name: str, what: str) -> str:
 
 def comparison_section(runs: list[RunData], canvas: Canvas) -> tuple[Section, Comparison]:
     comp = compare([r.path for r in runs])
-    sec = Section("comparison", "6. Comparison")
-    sec.add(tag("p", f"{plural(len(runs), 'run')} at each run's final checkpoint; hollow circles: accuracy at the base; "
-                     f"filled: at the final step; colours: model + strategy (seeds share a colour).",
-                class_="lead"))  # fmt: skip
+    sec = Section("comparison", "6. Comparison",
+                  f"{plural(len(runs), 'run')} at each run's final checkpoint; hollow circles: accuracy at the base; "
+                  f"filled: at the final step; colours: model + strategy (seeds share a colour).")
     sec.add(canvas.figure("compare_accuracy", small_multiples(comp, [("acc_base", "o", "accuracy at base"),
                                                                      ("acc_final", "o", "accuracy at final")]),
                           spread_caption(comp, "acc_final", "Final accuracy"),

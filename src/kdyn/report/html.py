@@ -81,6 +81,7 @@ class Section:
 
     key: str
     title: str
+    lead: str | None = None  # one sentence under the title: what the section answers
     body: list[Markup] = field(default_factory=list)
 
     def add(self, *blocks: Markup) -> Section:
@@ -132,7 +133,8 @@ footer { color:var(--muted); font-size:12.5px; text-align:center; padding:16px; 
 def page(title: str, subtitle: Any, sections: list[Section], footer: Any) -> str:
     """The whole document: head (CSP, inline CSS), header, navigation, sections, footer."""
     nav = tag("nav", *[tag("a", s.title, href=f"#{s.key}") for s in sections])
-    body = [tag("section", tag("h2", s.title), *s.body, id=s.key) for s in sections]
+    body = [tag("section", tag("h2", s.title), tag("p", s.lead, class_="lead") if s.lead else "", *s.body, id=s.key)
+            for s in sections]  # fmt: skip
     head = tag("head", tag("meta", charset="utf-8"), tag("meta", http_equiv="Content-Security-Policy", content=CSP),
                tag("meta", name="viewport", content="width=device-width, initial-scale=1"),
                tag("link", rel="icon", href="data:,"), tag("title", title), tag("style", Markup(CSS)))  # fmt: skip

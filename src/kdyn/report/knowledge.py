@@ -16,7 +16,7 @@ from kdyn.analysis.results import KNOWN_WRONG_AT_BASE
 from kdyn.report.data import RunData, finite
 from kdyn.report.figures import (TYPE_STYLES, Canvas, ci_line, group_key_labels, heatmap, kind_color, new_figure,
                                  step_axis, styled)  # fmt: skip
-from kdyn.report.html import Section, bullets, table, tag
+from kdyn.report.html import Section, bullets, table
 from kdyn.report.text import arrow, ci_of, count, group_label, is_num, num, plural, step_label
 
 PANEL_KINDS_SKIP = (KNOWN_WRONG_AT_BASE,)
@@ -119,10 +119,9 @@ def loss_knowledge_caption(run: RunData) -> str:
 
 
 def loss_knowledge_section(run: RunData, canvas: Canvas) -> Section:
-    sec = Section("loss-knowledge", "2. Loss vs knowledge")
-    sec.add(tag("p", "Does loss going down mean facts going in? Accuracy per kind and probe type at every checkpoint "
-                     "(lines, 95% bootstrap bands over items) against the training loss (grey, right axis).",
-                class_="lead"))  # fmt: skip
+    sec = Section("loss-knowledge", "2. Loss vs knowledge",
+                  "Does loss going down mean facts going in? Accuracy per kind and probe type at every checkpoint "
+                  "(lines, 95% bootstrap bands over items) against the training loss (grey, right axis).")
     sec.add(canvas.figure("loss_vs_knowledge", loss_knowledge_figure(run), loss_knowledge_caption(run),
                           "Accuracy per kind and probe type over checkpoints, with the training loss on a twin axis"))
     lk = run.tables["loss_knowledge"]
@@ -212,10 +211,10 @@ def transitions_section(run: RunData, canvas: Canvas) -> Section:
     tr = run.tables["transitions"]
     base_rows = tr[tr["from_step"] == run.base_step]
     step_rows = tr[tr["consecutive"]]
-    sec = Section("transitions", "3. Transitions")
-    sec.add(tag("p", "Per probe: did it go right → wrong (forgetting F) or wrong → right (acquisition BT)? Each cell is a "
-                     "fraction of the group's probes; multiple-choice rows are chance-adjusted with each item's own k "
-                     "(rows marked adj.). A(t) − A(s) = BT − F.", class_="lead"))  # fmt: skip
+    sec = Section("transitions", "3. Transitions",
+                  "Per probe: did it go right → wrong (forgetting F) or wrong → right (acquisition BT)? Each cell is a "
+                  "fraction of the group's probes; multiple-choice rows are chance-adjusted with each item's own k "
+                  "(rows marked adj.). A(t) − A(s) = BT − F.")
     flips = base_final(run)
     cap = (f"Base→t. Largest forgetting: {_extreme(base_rows, 'forgetting', True)}; largest acquisition: "
            f"{_extreme(base_rows, 'backward_transfer', True)}. Base→final overall: {int(flips['n_1to0'].sum())} probes "
