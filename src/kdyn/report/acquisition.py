@@ -22,9 +22,9 @@ from kdyn.report.data import RunData
 from kdyn.report.figures import TYPE_STYLES, Canvas, ci_line, kind_color, new_figure, step_axis, styled
 from kdyn.report.html import Section, details, table, tag
 from kdyn.report.knowledge import base_final
-from kdyn.report.text import arrow, ci_of, count, group_label, is_num, num, pct, plural, step_label
+from kdyn.report.text import (LEARNED_KINDS, arrow, ci_of, count, group_label, is_num, learning_rows, learning_words, num,
+                              ordered_kinds, pct, plural, step_label)  # fmt: skip
 
-LEARNED_KINDS = ("new", "related", "updated")
 WRONG = (0.95, 0.96, 0.97)
 MAX_LISTED = 25
 
@@ -57,7 +57,7 @@ def raster_figure(run: RunData, traj: pd.DataFrame) -> Any:
         ax.set_xlabel("checkpoint (step)")
         ax.grid(False)
     axes[0].set_ylabel("probes, sorted by first acquisition")
-    kinds = [k for k in KIND_ORDER if k in set(traj["kind"])]
+    kinds = ordered_kinds(traj["kind"])
     fig.legend(handles=[Patch(color=kind_color(k), label=k.replace("_", " ")) for k in kinds] +
                [Patch(facecolor=WRONG, edgecolor="#9ca3af", label="wrong")], loc="outside lower center",
                ncol=len(kinds) + 1, frameon=False)  # fmt: skip
@@ -93,7 +93,7 @@ def windows_figure(run: RunData, windows: pd.DataFrame) -> Any:
     fig, (ax1, ax2) = new_figure(2, ncols=2, height=3.0)
     trained = windows[~windows["from_base"]]
     bins = np.arange(1, len(run.steps) + 1) - 0.5
-    kinds = [k for k in KIND_ORDER if k in set(trained["kind"])]
+    kinds = ordered_kinds(trained["kind"])
     if kinds:
         ax1.hist([trained.loc[trained["kind"] == k, "length"] for k in kinds], bins=np.append(bins, bins[-1] + 1),
                  stacked=True, color=[kind_color(k) for k in kinds], label=[k.replace("_", " ") for k in kinds])  # fmt: skip
@@ -106,7 +106,7 @@ def windows_figure(run: RunData, windows: pd.DataFrame) -> Any:
     ax1.set_ylabel("acquisition windows")
     ax1.set_title("acquisition windows begun during training")
     cons = run.tables["consolidation"]
-    cons = cons[cons["kind"].isin(LEARNED_KINDS + ("known",))].reset_index(drop=True)
+    cons = cons[~cons["kind"].isin((KNOWN_WRONG_AT_BASE, "skill"))].reset_index(drop=True)
     y = np.arange(len(cons))[::-1]
     rate = cons["consolidation_rate"].to_numpy(dtype=float)
     err = np.vstack([rate - cons["consolidation_rate_lo"].to_numpy(dtype=float),
@@ -116,6 +116,7 @@ def windows_figure(run: RunData, windows: pd.DataFrame) -> Any:
     for yi, r in zip(y, cons.itertuples()):
         text = f"{r.n_consolidated}/{r.n_ever_acquired}" if r.n_ever_acquired else "never right"
         ax2.text(1.02, yi, text, va="center", fontsize=7.5, color="#374151")
+    ax2.set_ylim(-0.6, max(len(cons), 4) - 0.4)  # a few groups keep bars of a normal height
     ax2.set_yticks(y)
     ax2.set_yticklabels([group_label(k, t) for k, t in zip(cons["kind"], cons["probe_type"])])
     ax2.set_xlim(0, 1.18)
@@ -128,7 +129,7 @@ def windows_figure(run: RunData, windows: pd.DataFrame) -> Any:
 def windows_caption(run: RunData, windows: pd.DataFrame) -> str:
     trained = windows[~windows["from_base"]]
     cons = run.tables["consolidation"]
-    learned = cons[cons["kind"].isin(LEARNED_KINDS)]
+    learned = learning_rows(cons)
     n_acq, n_cons = int(learned["n_ever_acquired"].sum()), int(learned["n_consolidated"].sum())
     best = learned.dropna(subset=["consolidation_rate"]).sort_values("n_ever_acquired", ascending=False).head(1)
     example = "".join(f" ({group_label(r['kind'], r['probe_type'])}: {ci_of(r, 'consolidation_rate')}, "
@@ -139,8 +140,9 @@ def windows_caption(run: RunData, windows: pd.DataFrame) -> str:
              f"the final step")  # fmt: skip
     else:
         w = "no acquisition window began during training"
-    c = (f"{n_cons} of {n_acq} ({pct(n_cons / n_acq)}) new/related/updated probes ever right were consolidated"
-         f"{example}") if n_acq else "no new, related or updated probe was ever right, so consolidation is undefined"
+    what = learning_words(learned)
+    c = (f"{n_cons} of {n_acq} ({pct(n_cons / n_acq)}) {what} probes ever right were consolidated{example}" if n_acq
+         else f"no {what} probe was ever right, so consolidation is undefined")  # fmt: skip
     return f"{w}; {c}."
 
 

@@ -39,6 +39,14 @@ def default_out(paths: list[Path]) -> Path:
     return Path(os.path.commonpath([p.resolve() for p in paths])) / "report.html"
 
 
+def run_subtitle(run: RunData) -> str:
+    if (run.path / "import.json").is_file():
+        return f"imported per-item results (kdyn analyze --from) · {len(run.steps)} checkpoints"
+    return (f"{run.manifest.get('model') or run.config.get('model') or 'model ?'} · "
+            f"{run.manifest.get('strategy') or 'strategy ?'} · {len(run.steps)} checkpoints · "
+            f"status {run.manifest.get('status', '?')}")  # fmt: skip
+
+
 def findings_section(sentences: list[str]) -> Section:
     lead = "Generated from the numbers above; [a–b] are 95% bootstrap intervals over items."
     return Section("findings", FINDINGS, lead).add(bullets(sentences, class_="findings"))
@@ -68,9 +76,7 @@ def report(run_dirs: list[str] | list[Path], out: str | Path | None = None) -> P
         run = runs[0]
         sections = run_sections(run, Canvas(run.path / "plots"))
         title = f"kdyn report: {run.label}"
-        subtitle = (f"{run.manifest.get('model') or run.config.get('model') or 'model ?'} · "
-                    f"{run.manifest.get('strategy') or 'strategy ?'} · {len(run.steps)} checkpoints · "
-                    f"status {run.manifest.get('status', '?')}")  # fmt: skip
+        subtitle = run_subtitle(run)
     else:
         canvas = Canvas(out.parent / "plots")
         comp_section, comp = comparison_section(runs, canvas)

@@ -15,9 +15,9 @@ import pandas as pd
 from kdyn.analysis.results import KNOWN_WRONG_AT_BASE
 from kdyn.report.data import RunData
 from kdyn.report.knowledge import base_final, checkpoint_loss
-from kdyn.report.text import arrow, ci_of, group_label, is_num, num, pct, plural, step_label, with_ci
+from kdyn.report.text import (LEARNED_KINDS, arrow, ci_of, group_label, is_num, learning_rows, learning_words, num,
+                              pct, plural, step_label, with_ci)  # fmt: skip
 
-LEARNED = ("new", "related", "updated")
 LISTED = 4  # groups named in one sentence before "and N more"
 
 
@@ -40,7 +40,7 @@ def listing(parts: list[str], limit: int = LISTED) -> str:
 def new_fact_findings(run: RunData) -> list[str]:
     bf = base_final(run).set_index(["kind", "probe_type"])
     out = []
-    for kind in LEARNED:
+    for kind in LEARNED_KINDS:
         if kind not in bf.index.get_level_values(0):
             continue
         part = bf.loc[kind]
@@ -61,18 +61,18 @@ def new_fact_findings(run: RunData) -> list[str]:
                              f"than extractable.")  # fmt: skip
         out.append(sentence)
     cons = run.tables["consolidation"]
-    learned = cons[cons["kind"].isin(LEARNED)]
+    learned = learning_rows(cons)
     n_acq, n_cons = int(learned["n_ever_acquired"].sum()), int(learned["n_consolidated"].sum())
+    what = learning_words(learned)
     if n_acq:
         top = learned[learned["n_ever_acquired"] > 0].sort_values("n_ever_acquired", ascending=False, kind="stable")
         per = [f"{group_label(r['kind'], r['probe_type'])} {ci_of(r, 'consolidation_rate')} (n={int(r['n_ever_acquired'])})"
                for _, r in top.iterrows()]  # fmt: skip
-        out.append(f"{pct(n_cons / n_acq)} of the new, related and updated probes ever answered right were "
+        out.append(f"{pct(n_cons / n_acq)} of the {what} probes ever answered right were "
                    f"consolidated ({n_cons} of {n_acq}: right at every checkpoint from then on); by group "
                    f"{listing(per, 3)}.")  # fmt: skip
     elif len(learned):
-        out.append("No new, related or updated probe was ever answered right, so the consolidation rate is undefined "
-                   "(0 of 0).")  # fmt: skip
+        out.append(f"No {what} probe was ever answered right, so the consolidation rate is undefined (0 of 0).")
     return out
 
 
@@ -80,9 +80,12 @@ def loss_findings(run: RunData) -> list[str]:
     loss, name = checkpoint_loss(run)
     values = loss.to_numpy(dtype=float)
     pairs = [(a, a + 1) for a in range(len(values) - 1) if np.isfinite(values[a]) and np.isfinite(values[a + 1])]
+    if not np.isfinite(values).any():
+        return ["There is no loss curve in this input (no train_log.parquet and no per-fact NLL), so loss and "
+                "knowledge cannot be compared."]  # fmt: skip
     if not pairs:
-        return [f"The {name} is defined at fewer than two checkpoints, so loss and accuracy cannot be compared "
-                f"between checkpoints."]  # fmt: skip
+        return [f"The {name} is defined at fewer than two consecutive checkpoints, so loss and accuracy cannot be "
+                f"compared between checkpoints."]  # fmt: skip
     fell = sum(values[b] < values[a] for a, b in pairs)
     lk = run.tables["loss_knowledge"]
     lk = lk[lk["kind"] != KNOWN_WRONG_AT_BASE]

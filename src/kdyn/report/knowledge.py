@@ -21,6 +21,8 @@ from kdyn.report.text import arrow, ci_of, count, group_label, is_num, num, plur
 
 PANEL_KINDS_SKIP = (KNOWN_WRONG_AT_BASE,)
 PANEL_TITLES = {"known": "known facts (right at the base)", "skill": "skills"}
+GREY = "#4b5563"
+DASHED = (0, (4, 3))
 
 
 def base_final(run: RunData) -> pd.DataFrame:
@@ -42,8 +44,10 @@ def checkpoint_loss(run: RunData) -> tuple[pd.Series, str]:
 def loss_phrase(run: RunData) -> str:
     loss, name = checkpoint_loss(run)
     ok = loss[loss.notna() & np.isfinite(loss.astype(float))]
+    if not len(ok):
+        return "there is no loss curve (no train_log.parquet and no per-fact NLL)"
     if len(ok) < 2:
-        return f"{name} is defined at {plural(len(ok), 'checkpoint')} only"
+        return f"the {name} is defined at {plural(len(ok), 'checkpoint')} only"
     verb = "fell" if ok.iloc[-1] < ok.iloc[0] else "rose"
     return f"{name} {verb} {arrow(ok.iloc[0], ok.iloc[-1])} (steps {step_label(ok.index[0])}→{step_label(ok.index[-1])})"
 
@@ -64,47 +68,61 @@ def loss_knowledge_figure(run: RunData) -> Any:
     kinds = [k for k in dict.fromkeys(curves["kind"]) if k not in PANEL_KINDS_SKIP]
     fig, axes = new_figure(len(kinds), ncols=3 if len(kinds) > 4 else 4, height=3.1)
     loss, loss_name = checkpoint_loss(run)
-    epochs = run.epochs()
+    has_loss = bool(len(finite(loss)))
     for ax, kind in zip(axes, kinds):
         part = curves[curves["kind"] == kind]
         for ptype, g in part.groupby("probe_type", sort=False):
-            style = TYPE_STYLES.get(ptype, "-")
-            ci_line(ax, g["step"], g["acc"], g["acc_lo"], g["acc_hi"], kind_color(kind), ptype, style)
+            ci_line(ax, g["step"], g["acc"], g["acc_lo"], g["acc_hi"], kind_color(kind), ptype, TYPE_STYLES.get(ptype, "-"))
             x = lk.loc[(kind, ptype)]
             if is_num(x["knowledge_optimal_step"]) and g["acc"].max() > g["acc"].min():  # flat lines have no best
                 ax.plot([float(x["knowledge_optimal_step"])], [float(x["acc_at_knowledge_optimal"])], marker="*",
                         markersize=11, color=kind_color(kind), markeredgecolor="black", markeredgewidth=0.5,
                         linestyle="none")  # fmt: skip
-        opt = finite(lk.loc[kind]["loss_optimal_step"]) if kind in lk.index.get_level_values(0) else []
-        for s in sorted(set(opt)):
-            ax.axvline(s, color="#6b7280", linestyle=(0, (4, 3)), linewidth=1.0)
+        for s in sorted(set(finite(lk.loc[kind]["loss_optimal_step"]))):
+            ax.axvline(s, color=GREY, linestyle=DASHED, linewidth=1.0)
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(PANEL_TITLES.get(kind, f"{kind} facts"))
-        step_axis(ax, run.steps, epochs)
+        step_axis(ax, run.steps, run.epochs())
         ax.set_xlabel("step / epoch")
-        twin = ax.twinx()
-        if run.train_log is not None and loss_name == "training loss":
-            twin.plot(run.train_log["step"], run.train_log["loss"], color="#9ca3af", linewidth=0.8, alpha=0.8)
-        twin.plot(loss.index.astype(float), loss.to_numpy(dtype=float), color="#4b5563", marker="s", markersize=3,
-                  linestyle="none")  # fmt: skip
-        twin.grid(False)
-        twin.spines["right"].set_visible(True)
-        twin.tick_params(axis="y", colors="#4b5563")
+        if has_loss:
+            twin = draw_loss(ax, run, loss, loss_name)
     axes[0].set_ylabel("accuracy (95% CI band)")
-    twin.set_ylabel(loss_name, color="#4b5563")
-    grey = "#4b5563"
+    if has_loss:
+        twin.set_ylabel(loss_name, color=GREY)
+    fig.legend(handles=legend_handles(run, curves, kinds, loss_name, has_loss), loc="outside lower center", ncol=5,
+               frameon=False)  # fmt: skip
+    return fig
+
+
+def draw_loss(ax: Any, run: RunData, loss: pd.Series, loss_name: str) -> Any:
+    """The loss on a twin y axis: per logged step (training loss) and per checkpoint (the analysis' value)."""
+    twin = ax.twinx()
+    if run.train_log is not None and loss_name == "training loss":
+        twin.plot(run.train_log["step"], run.train_log["loss"], color="#9ca3af", linewidth=0.8, alpha=0.8)
+    twin.plot(loss.index.astype(float), loss.to_numpy(dtype=float), color=GREY, marker="s", markersize=3,
+              linestyle="none")  # fmt: skip
+    twin.grid(False)
+    twin.spines["right"].set_visible(True)
+    twin.tick_params(axis="y", colors=GREY)
+    return twin
+
+
+def legend_handles(run: RunData, curves: pd.DataFrame, kinds: list[str], loss_name: str, has_loss: bool) -> list[Any]:
+    """Line style = probe type (colour = kind, one per panel), then the loss and checkpoint markers in use."""
     types = list(dict.fromkeys(curves.loc[curves["kind"].isin(kinds), "probe_type"]))
     handles = [Line2D([], [], color="black", linestyle=TYPE_STYLES.get(t, "-"), marker="o", markersize=3, label=t)
-               for t in types]  # colour = kind (one per panel), line style = probe type
-    handles += [Line2D([], [], color="#9ca3af", linewidth=0.8, label=f"{loss_name} per logged step (right axis)"),
-               Line2D([], [], color=grey, marker="s", markersize=3, linestyle="none",
-                      label="mean since the previous checkpoint (the analysis' loss)"),
-               Line2D([], [], color=grey, linestyle=(0, (4, 3)), label="lowest-loss checkpoint"),
-               Line2D([], [], color=grey, marker="*", markersize=10, linestyle="none", label="best-accuracy checkpoint")]
-    if run.train_log is None or loss_name != "training loss":
-        handles.pop(len(types))
-    fig.legend(handles=handles, loc="outside lower center", ncol=5, frameon=False)
-    return fig
+               for t in types]  # fmt: skip
+    if has_loss and run.train_log is not None and loss_name == "training loss":
+        handles.append(Line2D([], [], color="#9ca3af", linewidth=0.8, label="training loss per logged step (right axis)"))
+        handles.append(Line2D([], [], color=GREY, marker="s", markersize=3, linestyle="none",
+                              label="mean since the previous checkpoint (the analysis' loss)"))  # fmt: skip
+    elif has_loss:
+        handles.append(Line2D([], [], color=GREY, marker="s", markersize=3, linestyle="none",
+                              label=f"{loss_name} at each checkpoint (right axis)"))  # fmt: skip
+    if has_loss:
+        handles.append(Line2D([], [], color=GREY, linestyle=DASHED, label="lowest-loss checkpoint"))
+    handles.append(Line2D([], [], color=GREY, marker="*", markersize=10, linestyle="none", label="best-accuracy checkpoint"))
+    return handles
 
 
 def loss_knowledge_caption(run: RunData) -> str:

@@ -11,9 +11,10 @@ from typing import Any
 import pandas as pd
 
 from kdyn.analysis.render import num as _num
-from kdyn.analysis.results import KNOWN_WRONG_AT_BASE
+from kdyn.analysis.results import ALL, KIND_ORDER, KNOWN_WRONG_AT_BASE
 
-__all__ = ["num", "with_ci", "ci_of", "is_num", "group_label", "pct", "arrow", "step_label", "count", "plural", "p_value"]
+__all__ = ["num", "with_ci", "ci_of", "is_num", "group_label", "pct", "arrow", "step_label", "count", "plural", "p_value",
+           "LEARNED_KINDS", "ordered_kinds", "learning_rows", "learning_words"]
 
 KIND_NAMES = {KNOWN_WRONG_AT_BASE: "known (wrong at base)", "skill": "skill"}
 TYPE_NAMES = {"qa": "QA", "mcq": "MCQ"}
@@ -65,9 +66,13 @@ def type_name(probe_type: str) -> str:
 
 
 def group_label(kind: str, probe_type: str) -> str:
-    """'new cloze', 'known (wrong at base) QA', 'arithmetic'."""
-    if kind == "skill":
+    """'new cloze', 'known (wrong at base) QA', 'arithmetic'; imported results without kinds: 'all items'."""
+    if kind == ALL and probe_type == ALL:
+        return "all items"
+    if kind in ("skill", ALL):
         return type_name(probe_type)
+    if probe_type == ALL:
+        return KIND_NAMES.get(kind, kind)
     return f"{KIND_NAMES.get(kind, kind)} {type_name(probe_type)}"
 
 
@@ -99,3 +104,25 @@ def count(value: Any) -> str:
 
 def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+LEARNED_KINDS = ("new", "related", "updated")  # what training is meant to teach
+NOT_LEARNED = ("known", KNOWN_WRONG_AT_BASE, "skill")
+
+
+def ordered_kinds(kinds: Any) -> list[str]:
+    """Distinct kinds in the analysis' reading order; unknown kinds (e.g. 'all' of imported results) last."""
+    present = list(dict.fromkeys(kinds))
+    return [k for k in KIND_ORDER if k in present] + sorted(k for k in present if k not in KIND_ORDER)
+
+
+def learning_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the kinds training should teach (new / related / updated); for results without those kinds
+    (imported ones), every row that is not a known fact or a skill."""
+    rows = frame[frame["kind"].isin(LEARNED_KINDS)]
+    return rows if len(rows) else frame[~frame["kind"].isin(NOT_LEARNED)]
+
+
+def learning_words(rows: pd.DataFrame) -> str:
+    """How `learning_rows` reads in a sentence."""
+    return "new, related and updated" if rows["kind"].isin(LEARNED_KINDS).any() else "imported"
