@@ -70,9 +70,16 @@ def train_run(root: Path, name: str, seed: int, bench: Path) -> Path:
 
 @functools.cache
 def built_runs(root: Path) -> tuple[Path, Path]:
-    """Two real tiny runs (seeds 0 and 1) on the hostile benchmark; built once per test session."""
+    """Two real tiny runs (seeds 0 and 1) on the hostile benchmark, built once per test session: the first
+    through the library, the second through `kdyn run`, whose last line must be the report's path."""
     bench = hostile_bench(root)
-    return train_run(root / "runs", RUN_NAME, 0, bench), train_run(root / "runs", "seed1", 1, bench)
+    first = train_run(root / "runs", RUN_NAME, 0, bench)
+    second = root / "runs" / "seed1"
+    result = CliRunner().invoke(app, ["run", "tiny", "--out", str(second), "--set", f"train.bench_dir={bench}",
+                                      "--set", "train.seed=1"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == f"report: {second / 'report.html'}"
+    return first, second
 
 
 @pytest.fixture(scope="session")
