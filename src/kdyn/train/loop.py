@@ -151,6 +151,9 @@ class Loop:
         self.log_rows = []
         self.acc.wait_for_everyone()
         self.probe_seconds += time.time() - t0
+        groups = accuracy_groups(rows)
+        if self.tc.report_to:
+            self.acc.log({f"probe/{kind}/{ptype}": v for (kind, ptype), v in groups.items()}, step=self.step)
         if rep is not None:
             rep.end_probing()
             acc = {k: sum(bool(r["correct"]) for r in rows if r["kind"] == k) / max(1, sum(r["kind"] == k for r in rows))
@@ -241,3 +244,11 @@ class Loop:
             self.kl.end_epoch()
             self.probe_point(float(self.epoch))
         return {"steps": self.step, "train_seconds": t_train, "probe_seconds": self.probe_seconds, "tokens": tokens_total}
+
+
+def accuracy_groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """Accuracy per (kind, probe type) of one probe pass, for the trackers."""
+    tally: dict[tuple[str, str], list[int]] = {}
+    for r in rows:
+        tally.setdefault((r["kind"], r["probe_type"]), []).append(int(bool(r["correct"])))
+    return {key: sum(v) / len(v) for key, v in sorted(tally.items())}

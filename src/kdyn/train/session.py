@@ -7,8 +7,10 @@ Under `torchrun` or `accelerate launch` the Accelerator finds the process group 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -22,7 +24,25 @@ from kdyn.train.config import OptimizerConfig, ScheduleConfig, TrainConfig
 from kdyn.train.strategies.lora import apply_lora
 
 
+# the user's own tracker settings, read before any run of this process sets its defaults
+_USER_TRACKER_ENV = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_DIR", "MLFLOW_TRACKING_URI")}
+
+
+def offline_trackers(project_dir: str) -> None:
+    """Trackers write beside this run and never phone home unless the user's environment says otherwise."""
+    ours = {"WANDB_MODE": "offline", "WANDB_DIR": project_dir,
+            "MLFLOW_TRACKING_URI": Path(project_dir, "mlruns").resolve().as_uri()}  # fmt: skip
+    for key, value in ours.items():
+        os.environ[key] = _USER_TRACKER_ENV[key] or value
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if os.environ["MLFLOW_TRACKING_URI"].startswith("file:"):  # mlflow now asks consent for a file store
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
 def make_accelerator(cfg: TrainConfig, project_dir: str, report_to: list[str]) -> Accelerator:
+    if report_to:
+        Path(project_dir).mkdir(parents=True, exist_ok=True)
+        offline_trackers(project_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision(cfg.precision, device)
     if cfg.deterministic:
