@@ -18,7 +18,7 @@ from matplotlib import colormaps
 
 from kdyn.report.data import RunData, finite
 from kdyn.report.figures import PALETTE, Canvas, heatmap, new_figure, step_axis, styled
-from kdyn.report.html import Markup, Section, bullets, table
+from kdyn.report.html import Markup, Section, bullets, table, tag
 from kdyn.report.text import count, is_num, num, step_label, with_ci
 
 DYNAMICS_GROUPS = ("acquired", "retained", "forgotten", "never")
@@ -71,8 +71,23 @@ def evolution_figure(run: RunData) -> Any:
     for ax in (a1, a2, a3):
         step_axis(ax, sorted(set(m["step"])))
         ax.set_xlabel("step")
+    for ax, cols in ((a1, ("jaccard_edges_prev", "jaccard_edges_final", "jaccard_edges_base")), (a2, ("entropy",)),
+                     (a3, ("faithfulness", "faithfulness_random"))):  # fmt: skip
+        if not any(len(finite(m[c])) for c in cols):
+            ax.text(0.5, 0.5, f"undefined at every checkpoint\n({nan_reason(m)})", ha="center", va="center",
+                    transform=ax.transAxes, color="#6b7280")  # fmt: skip
     a1.legend(frameon=False, fontsize=7.5)
     return fig
+
+
+def nan_reason(rows: pd.DataFrame) -> str:
+    """Why circuit metrics are NaN, from the rows themselves: no edges selected, or a too small logit gap."""
+    if (pd.to_numeric(rows["n_edges"], errors="coerce").fillna(0) == 0).all():
+        return "no edge was selected: n_edges = 0"
+    flag = rows.get("faithfulness_flag")
+    if flag is not None and flag.fillna(False).astype(bool).all():
+        return "clean − corrupted gap below the threshold"
+    return "see the circuits stage's notes"
 
 
 def evolution_caption(run: RunData) -> str:
@@ -163,7 +178,7 @@ def metrics_table(run: RunData) -> Any:
         rows.append([rel, f"{num(r['n_prompts'])}" + (f" ({num(r.get('n_unpaired'))} unpaired)" if is_num(r.get("n_unpaired"))
                                                     and r.get("n_unpaired") else ""),
                      f"{num(r['n_edges'])} / {num(r.get('n_edges_total'))}", num(r.get("n_nodes")),
-                     num(r["faithfulness"], 2) + (f" ({flag})" if isinstance(flag, str) and flag else ""),
+                     num(r["faithfulness"], 2) + (" (small gap)" if flag is True or flag == 1 else ""),
                      num(r["faithfulness_random"], 2),
                      f"{num(r.get('hit10_circuit'), 2)} / {num(r.get('hit10_full'), 2)} / {num(r.get('hit10_random'), 2)}",
                      f"{num(r.get('mrr_circuit'), 2)} / {num(r.get('mrr_full'), 2)} / {num(r.get('mrr_random'), 2)}",
@@ -205,16 +220,21 @@ def circuits_section(run: RunData, canvas: Canvas) -> Section:
     sec.add(canvas.figure("circuit_evolution", evolution_figure(run), evolution_caption(run),
                           "Circuit Jaccard, entropy and faithfulness over checkpoints"))
     share = c.tables["layer_share"]
-    if share is not None and len(share):
+    if defined(share, "share"):
         sec.add(canvas.figure("circuit_layers", per_relation_heatmaps(share, "share", "Purples", "edge share",
                                                                       "share of circuit edges"),
                               layers_caption(run), "Heatmaps of circuit edge share per source layer and checkpoint"))
     curves = c.tables["faithfulness_curve"]
-    if curves is not None and len(curves):
+    if defined(curves, "faithfulness"):
         sec.add(canvas.figure("circuit_faithfulness_curves", faithfulness_curves_figure(curves),
                               faithfulness_caption(run), "Faithfulness against the fraction of edges kept"))
+    missing = [name for name, table, col in (("layer distribution", share, "share"),
+                                             ("faithfulness curves", curves, "faithfulness")) if not defined(table, col)]
+    if missing:
+        sec.add(tag("p", f"No {' and no '.join(missing)}: undefined at every checkpoint ({nan_reason(c.metrics)}).",
+                    class_="lead"))  # fmt: skip
     lens = c.tables["logit_lens"]
-    if lens is not None and len(lens):
+    if defined(lens, "median_rank"):
         lens = lens.assign(log_rank=np.log10(1.0 + lens["median_rank"].astype(float)))
         fig = per_relation_heatmaps(lens, "log_rank", "magma_r", "logit-lens rank", "log10(1 + median rank); bright = better")
         sec.add(canvas.figure("circuit_logit_lens", fig, logit_lens_caption(lens),
@@ -224,6 +244,11 @@ def circuits_section(run: RunData, canvas: Canvas) -> Section:
     if dyn is not None and len(dyn):
         sec.add(dynamics_table(dyn))
     return sec
+
+
+def defined(table: pd.DataFrame | None, column: str) -> bool:
+    """The table exists and has at least one finite value in `column`."""
+    return table is not None and bool(len(finite(table[column])))
 
 
 def circuit_findings(run: RunData) -> list[str]:
@@ -243,7 +268,6 @@ def circuit_findings(run: RunData) -> list[str]:
                          f"{num(last['faithfulness'], 2)} of the clean−corrupted logit difference, a random circuit of "
                          f"equal size {num(last['faithfulness_random'], 2)}")  # fmt: skip
         else:
-            sentence += (f"; faithfulness at step {step_label(last['step'])} is undefined (clean and corrupted "
-                         f"metrics too close to normalise)")  # fmt: skip
+            sentence += f"; faithfulness at step {step_label(last['step'])} is undefined ({nan_reason(g.tail(1))})"
         out.append(sentence + ".")
     return out
