@@ -19,6 +19,7 @@ from kdyn.report.html import Section, details, table
 from kdyn.report.text import ci_of, group_label, is_num, num, p_value, plural, with_ci
 
 ALPHA = 0.05
+HEADLINE_KINDS = ("new", "known", "skill")
 SHOWN_TESTS = 6  # significant paired tests written out as findings
 
 
@@ -83,6 +84,24 @@ def spread_caption(comp: Comparison, name: str, what: str) -> str:
             f"{ci_of(lo, name)} vs {hi['run']} {ci_of(hi, name)} (95% bootstrap CIs over items).")  # fmt: skip
 
 
+def headline_table(comp: Comparison) -> Any:
+    """One row per run: final accuracy of what was taught (new facts, skills) and forgetting of known facts."""
+    runs = comp.runs
+    keys = [k for k in groups_of(runs) if k[0] in HEADLINE_KINDS]
+    cols = [(k, "forgetting" if k[0] == "known" else "acc_final") for k in keys]
+    rows = []
+    for label, part in runs.groupby("run", sort=False):
+        by = part.set_index(["kind", "probe_type"])
+        first = part.iloc[0]
+        rows.append([label, num(first["model"]), num(first["strategy"]), num(first["seed"]), num(first["step"])] +
+                    [ci_of(by.loc[k], m) if k in by.index else "—" for k, m in cols])  # fmt: skip
+    head = ["run", "model", "strategy", "seed", "step"] + [
+        f"{group_label(*k)} {'F' if m == 'forgetting' else 'A'}" for k, m in cols]
+    return table(head, rows, numeric_from=3, caption="Headline per run at its final step: A = accuracy of new facts "
+                                                     "and skills, F = forgetting of known facts (base → final), "
+                                                     "95% bootstrap CIs over items")  # fmt: skip
+
+
 def comparison_section(runs: list[RunData], canvas: Canvas) -> tuple[Section, Comparison]:
     comp = compare([r.path for r in runs])
     sec = Section("comparison", "6. Comparison",
@@ -96,11 +115,13 @@ def comparison_section(runs: list[RunData], canvas: Canvas) -> tuple[Section, Co
                                                                         ("backward_transfer", "^", "acquisition BT")]),
                           spread_caption(comp, "forgetting", "Forgetting base→final"),
                           "Small multiples of forgetting and acquisition per run and group"))  # fmt: skip
+    sec.add(headline_table(comp))
     rows = [[r["run"], group_label(r["kind"], r["probe_type"]), int(r["n"]), num(r["step"]), num(r["acc_base"], 2),
              ci_of(r, "acc_final"), ci_of(r, "forgetting"), ci_of(r, "backward_transfer"),
              ci_of(r, "consolidation_rate")] for _, r in comp.runs.iterrows()]  # fmt: skip
-    sec.add(table(["run", "group", "n", "step", "A(base)", "A(final)", "F", "BT", "consolidation"], rows, numeric_from=2,
-                  caption="Per-run headline rows, base → final, 95% bootstrap CIs over items"))  # fmt: skip
+    sec.add(details(f"every run and group ({len(rows)} rows: accuracy, F, BT, consolidation with CIs)",
+                    table(["run", "group", "n", "step", "A(base)", "A(final)", "F", "BT", "consolidation"], rows,
+                          numeric_from=2, caption="Base → final, 95% bootstrap CIs over items")))  # fmt: skip
     seeds = comp.seeds[comp.seeds["n_seeds"] > 1]
     if len(seeds):
         srows = [[f"{r['model']} / {num(r['strategy'])}", group_label(r["kind"], r["probe_type"]), int(r["n_seeds"]),
