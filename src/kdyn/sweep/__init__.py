@@ -12,7 +12,7 @@ kdyn/configs/suites/*.yaml.
 
 from __future__ import annotations
 
-from kdyn.sweep.runner import SweepResult, commands, plan, sweep
+from kdyn.sweep.runner import SweepResult, plan, scheduler_commands, sweep
 from kdyn.sweep.suite import Point, Suite, SuiteConfig, builtin_suites, load_suite
 
-__all__ = ["Point", "Suite", "SuiteConfig", "SweepResult", "builtin_suites", "commands", "load_suite", "plan", "sweep"]
+__all__ = ["Point", "Suite", "SuiteConfig", "SweepResult", "builtin_suites", "load_suite", "plan", "scheduler_commands", "sweep"]

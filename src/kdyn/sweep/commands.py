@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 import threading
@@ -28,25 +29,32 @@ def sweep_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show each run's status and run nothing")] = False,
     print_commands: Annotated[bool, typer.Option("--print-commands", help="print one shell line per run still "
                                                  "to do (for SLURM arrays, GNU parallel) and run nothing")] = False,  # fmt: skip
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="override a config value in every run: "
+                                                        "--set model=Qwen/Qwen2.5-0.5B-Instruct")] = None,  # fmt: skip
+    launcher: Annotated[str, typer.Option("--launcher", help="what starts each run instead of this Python, e.g. "
+                                          "'accelerate launch' (runs `LAUNCHER -m kdyn run ...`)")] = "",  # fmt: skip
 ) -> None:
     """Run a grid of experiments one after another (resumable), then compare them.
 
     Example: kdyn sweep strategies --smoke   |   kdyn sweep strategies --print-commands | parallel -j 4
     """
-    from kdyn.sweep.runner import commands, default_out, describe, plan, summary_line, sweep
+    from kdyn.sweep.runner import default_out, describe, plan, scheduler_commands, summary_line, sweep
     from kdyn.sweep.suite import load_suite
 
-    loaded = load_suite(suite, smoke)
+    loaded = load_suite(suite, smoke, overrides)
     folder = out if out is not None else default_out(loaded)
     if print_commands:
-        lines = commands(loaded, folder, only)
+        lines = scheduler_commands(loaded, folder, only, launcher or "python")
         for line in lines:
             typer.echo(line)
-        err.print(f"{len(lines)} run(s) to do; afterwards `kdyn sweep {suite}{' --smoke' if smoke else ''} "
-                  f"--out {folder}` skips them and writes the comparison", highlight=False)  # fmt: skip
+        again = shlex.join(["kdyn", "sweep", suite, *(["--smoke"] if smoke else []), "--out", str(folder),
+                            *[x for o in overrides or [] for x in ("--set", o)]])  # fmt: skip
+        err.print(f"{len(lines)} run(s) to do; afterwards `{again}` skips them and writes the comparison",
+                  highlight=False, soft_wrap=True)  # fmt: skip
         return
     if dry_run:
-        table = Table(title=f"sweep '{loaded.name}' → {folder} (base: {loaded.base})", title_justify="left")
+        console.print(f"sweep '{loaded.name}' → {folder} (base: {loaded.base})", highlight=False, soft_wrap=True)
+        table = Table()
         for col in ("run", "status", "note"):
             table.add_column(col)
         for row in describe(plan(loaded, folder, only)):
@@ -57,7 +65,10 @@ def sweep_cmd(
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None  # a scheduler's kill stops the run too
     try:
         result = sweep(loaded, folder, only=only, say=lambda s: console.print(s, highlight=False, markup=False),
-                       echo=lambda line: sys.stdout.write(line))  # fmt: skip
+                       echo=lambda line: sys.stdout.write(line), launcher=launcher)  # fmt: skip
+    except KeyboardInterrupt:
+        err.print(f"interrupted: run the same command again to resume ({folder / 'sweep.json'})", highlight=False)
+        raise typer.Exit(130) from None
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)

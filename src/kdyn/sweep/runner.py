@@ -10,7 +10,7 @@ What happens to a point depends only on its run directory, so a sweep can be sto
     stale   config.yaml differs from the suite's config for this point     → not run, reported as failed
 A failed run is reported and the sweep goes on. Each run's output is appended to DIR/logs/<run>.log;
 DIR/sweep.json records every point's command, outcome and seconds. Because each run is one process with
-its own directory, `commands` gives the shell lines a cluster scheduler can run in parallel.
+its own directory, `scheduler_commands` gives the shell lines a cluster scheduler can run in parallel.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class PointRun:
     run_dir: Path
     status: Status
     reason: str = ""
-    outcome: str = ""  # skipped | complete | failed | stale | not selected
+    outcome: str = ""  # skipped | complete | failed | stale | interrupted | not selected
     returncode: int | None = None
     seconds: float | None = None
     error: str = ""
@@ -66,24 +66,42 @@ class SweepResult:
 
     @property
     def done_dirs(self) -> list[Path]:
-        return [r.run_dir for r in self.runs if point_status(r.point, r.run_dir)[0] == "done"]
+        """Runs finished now or earlier (not stale), and points left out by --only that are done."""
+        return [r.run_dir for r in self.runs if r.outcome in ("complete", "skipped") or
+                (r.outcome == "not selected" and point_status(r.point, r.run_dir)[0] == "done")]  # fmt: skip
 
 
 def default_out(suite: Suite) -> Path:
     return Path("runs") / "sweeps" / suite.name
 
 
-def point_status(point: Point, run_dir: Path) -> tuple[Status, str]:
+def config_difference(saved: Any, wanted: Any, path: str = "") -> str | None:
+    """The first dotted key whose value differs, as 'key (saved → wanted)'; keys the saved config lacks (options
+    added to kdyn after the run) are not differences. None when the configs agree."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        for key in saved:
+            dotted = f"{path}.{key}" if path else str(key)
+            if key not in wanted:
+                return f"{dotted} (no longer an option)"
+            found = config_difference(saved[key], wanted[key], dotted)
+            if found:
+                return found
+        return None
+    return None if saved == wanted else f"{path} ({saved!r} → {wanted!r})"
+
+
+def point_status(point: Point, run_dir: Path, check_config: bool = True) -> tuple[Status, str]:
     """What the sweep will do with this point's run directory, and why."""
     config = run_dir / "config.yaml"
-    if config.is_file():
+    if check_config and config.is_file():
         try:
             saved = yaml.safe_load(config.read_text(encoding="utf-8"))
         except yaml.YAMLError:
             saved = None
-        if saved != point.config:
-            return "stale", (f"{config} differs from the suite's config for this run; delete {run_dir} "
-                             f"or sweep into another --out")  # fmt: skip
+        found = config_difference(saved, point.config) if isinstance(saved, dict) else "the file is not a mapping"
+        if found:
+            return "stale", (f"{config} differs from the suite's config for this run at {found}; delete "
+                             f"{run_dir} or sweep into another --out")  # fmt: skip
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -96,19 +114,20 @@ def point_status(point: Point, run_dir: Path) -> tuple[Status, str]:
     return "new", ""
 
 
-def command(suite: Suite, point: Point, run_dir: Path, resume: bool, python: str = sys.executable) -> list[str]:
-    """The `kdyn run` command line of one point."""
-    cmd = [python, "-m", "kdyn", "run", suite.base, "--out", str(run_dir), *(["--resume"] if resume else [])]
+def command(suite: Suite, point: Point, run_dir: Path, resume: bool, launcher: str = "") -> list[str]:
+    """The `kdyn run` command line of one point; `launcher` replaces `python` (e.g. 'accelerate launch')."""
+    head = shlex.split(launcher) if launcher else [sys.executable]
+    cmd = [*head, "-m", "kdyn", "run", suite.base, "--out", str(run_dir), *(["--resume"] if resume else [])]
     return cmd + [x for o in point.overrides for x in ("--set", o)]
 
 
-def commands(suite: Suite, out: Path, only: list[str] | None = None) -> list[str]:
-    """One shell line per point still to run (new or resumable), for a scheduler; `python` is the one on PATH."""
+def scheduler_commands(suite: Suite, out: Path, only: list[str] | None = None, launcher: str = "python") -> list[str]:
+    """One shell line per point still to run (new or resumable), for a scheduler."""
     lines = []
     for p in select(suite.points, list(only or [])):
         status, _ = point_status(p, out / p.name)
         if status in ("new", "resume"):
-            lines.append(shlex.join(command(suite, p, out / p.name, status == "resume", python="python")))
+            lines.append(shlex.join(command(suite, p, out / p.name, status == "resume", launcher)))
     return lines
 
 
@@ -167,7 +186,7 @@ def write_state(result: SweepResult, started: str) -> None:
         points.append({"name": r.point.name, "labels": list(r.point.labels), "seed": r.point.seed,
                        "run_dir": str(r.run_dir), "status_before": r.status, "outcome": r.outcome or "pending",
                        "returncode": r.returncode, "seconds": r.seconds, "error": r.error or r.reason or None,
-                       "command": shlex.join(command(result.suite, r.point, r.run_dir, resume, python="python"))})  # fmt: skip
+                       "command": shlex.join(command(result.suite, r.point, r.run_dir, resume, "python"))})  # fmt: skip
     write_json(result.out / "sweep.json", {"suite": result.suite.config.name, "source": result.suite.source,
                                            "smoke": result.suite.smoke, "base": result.suite.base, "started": started,
                                            "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "points": points})  # fmt: skip
@@ -184,8 +203,9 @@ def previous_seconds(out: Path) -> dict[str, float]:
 
 def sweep(suite: str | Path | Suite, out: str | Path | None = None, smoke: bool = False,
           only: list[str] | None = None, say: Callable[[str], None] = print, echo: Echo = None,
-          compare: bool = True) -> SweepResult:  # fmt: skip
-    """Run every selected point that is not done, then write the comparison (and the report, when available)."""
+          compare: bool = True, launcher: str = "") -> SweepResult:  # fmt: skip
+    """Run every selected point that is not done, then write the comparison (and the report, when available).
+    `launcher` replaces this Python in each run's command (e.g. 'accelerate launch --mixed_precision bf16')."""
     from kdyn.sweep.outputs import write_outputs
 
     suite = suite if isinstance(suite, Suite) else load_suite(suite, smoke)
@@ -204,18 +224,28 @@ def sweep(suite: str | Path | Suite, out: str | Path | None = None, smoke: bool 
             r.outcome, r.error = "stale", r.reason
             say(f"{head}: not run: {r.reason}")
             continue
-        cmd = command(suite, r.point, r.run_dir, r.status == "resume")
+        cmd = command(suite, r.point, r.run_dir, r.status == "resume", launcher)
         log = out / "logs" / f"{r.point.name}.log"
         say(f"{head}: {'resuming (' + r.reason + ')' if r.status == 'resume' else 'starting'}; log {log}")
         write_state(result, started)
         t0 = time.time()
-        r.returncode = run_logged(cmd, log, echo)
+        try:
+            r.returncode = run_logged(cmd, log, echo)
+        except KeyboardInterrupt:  # the run marked itself interrupted; the next sweep resumes it
+            r.outcome, r.seconds = "interrupted", round(time.time() - t0, 1)
+            write_state(result, started)
+            raise
         r.seconds = round(time.time() - t0, 1)
-        if r.returncode == 0 and point_status(r.point, r.run_dir)[0] == "done":
+        after, why = point_status(r.point, r.run_dir, check_config=False)  # kdyn may have changed meanwhile
+        if r.returncode == 0 and after == "done":
             r.outcome = "complete"
+            if not suite.config.keep_state:  # resume state is GBs per real model, and a done run never resumes
+                shutil.rmtree(r.run_dir / "state", ignore_errors=True)
             say(f"{head}: complete in {r.seconds / 60:.1f} min")
         else:
-            r.outcome, r.error = "failed", last_error(log) or f"exit code {r.returncode}"
+            r.outcome = "failed"
+            r.error = (last_error(log) or f"exit code {r.returncode}") if r.returncode else \
+                f"the run exited 0 but is not done ({after}: {why or 'no complete manifest or no analysis'})"  # fmt: skip
             say(f"{head}: FAILED (exit code {r.returncode}): {r.error}  [log: {log}]")
         write_state(result, started)
     if compare:

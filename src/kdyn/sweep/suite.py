@@ -14,11 +14,13 @@ A suite is YAML; the built-in ones live in kdyn/configs/suites/ and start with t
     smoke:                         # --smoke: the same grid shrunk to minutes
       seeds: [0]
       overrides: [train.epochs=1, bench.people=4]
+    keep_state: false              # delete RUN/state/ (only needed to resume) once a run is done
 
 A grid point is named by its labels and seed (`lora-s1`) and runs as `kdyn run BASE --out DIR/<name>` with
 --set values in this order (a later value wins): the suite's overrides, `train.strategy=<labels>` (so
 `kdyn compare` groups seeds of one point), each choice's overrides, the seed keys, then (--smoke) the
-smoke overrides. Every point's config is resolved when the suite loads, so a typo fails before any run.
+smoke overrides, then `kdyn sweep --set` values. Every point's config is resolved when the suite loads, so a
+typo fails before any run.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class SuiteConfig:
     seed_keys: list[str] = field(default_factory=lambda: ["train.seed"])
     grid: dict[str, list[Choice]] = field(default_factory=dict)
     smoke: SmokeConfig = field(default_factory=SmokeConfig)
+    keep_state: bool = False  # keep RUN/state/ (optimizer and weights for --resume) after a run is done
 
     def validate(self) -> None:
         if not LABEL.match(self.name):
@@ -153,7 +156,7 @@ def yaml_string(text: str) -> str:
     return text if yaml.safe_load(text) == text else f"'{text}'"
 
 
-def expand(cfg: SuiteConfig, smoke: bool) -> list[tuple[str, tuple[str, ...], int, tuple[str, ...]]]:
+def expand(cfg: SuiteConfig, smoke: bool, extra: list[str]) -> list[tuple[str, tuple[str, ...], int, tuple[str, ...]]]:
     """(name, labels, seed, overrides) per grid point: seeds outermost, so a first seed finishes early."""
     seeds = cfg.smoke.seeds if smoke and cfg.smoke.seeds else cfg.seeds
     out = []
@@ -163,27 +166,32 @@ def expand(cfg: SuiteConfig, smoke: bool) -> list[tuple[str, tuple[str, ...], in
             overrides = [*cfg.overrides, f"train.strategy={yaml_string('-'.join(labels))}"]
             overrides += [o for c in choices for o in c.overrides]
             overrides += [f"{key}={seed}" for key in cfg.seed_keys]
-            overrides += cfg.smoke.overrides if smoke else []
+            overrides += (cfg.smoke.overrides if smoke else []) + extra
             out.append(("-".join(labels) + f"-s{seed}", labels, seed, tuple(overrides)))
     return out
 
 
-def load_suite(name_or_path: str | Path, smoke: bool = False) -> Suite:
-    """Read and validate a suite (built-in name or YAML path); every grid point's config is resolved."""
+def load_suite(name_or_path: str | Path, smoke: bool = False, overrides: list[str] | None = None) -> Suite:
+    """Read and validate a suite (built-in name or YAML path); every grid point's config is resolved.
+    `overrides` (`kdyn sweep --set`) apply to every run, after everything else (e.g. another model)."""
     data, label = read_config_source(name_or_path, SUITES_DIR, what="suite")
     cfg = from_dict(SuiteConfig, data, "", label)
+    try:
+        check_overrides(list(overrides or []), "--set")
+    except ValueError as e:
+        raise KdynError(str(e)) from None
     path = None if str(name_or_path) in builtin_suites() else Path(name_or_path)
     base = resolve_base(cfg.base, path)
     points, seen = [], set()
-    for name, labels, seed, overrides in expand(cfg, smoke):
+    for name, labels, seed, point_overrides in expand(cfg, smoke, list(overrides or [])):
         if name in seen:
             raise KdynError(f"{label}: two grid points are both named '{name}'; make the labels distinct")
         seen.add(name)
         try:
-            resolved = to_dict(load_experiment(base, list(overrides)))
+            resolved = to_dict(load_experiment(base, list(point_overrides)))
         except KdynError as e:
             raise KdynError(f"{label}, run '{name}': {e}") from None
-        points.append(Point(name, labels, seed, overrides, resolved))
+        points.append(Point(name, labels, seed, point_overrides, resolved))
     return Suite(cfg, str(name_or_path), base, smoke, points)
 
 
