@@ -1,0 +1,133 @@
+"""RUN/circuits/step-NNNNNN.<relation>.safetensors: one checkpoint's circuit, self-contained.
+
+Tensors: `scores` [U, V] float32 (mean edge scores; 0 off the graph), `valid` [U, V] uint8 (which pairs
+are edges), `circuit` [U, V] uint8 (the selected, pruned circuit), `scores_per_prompt` [N, E] float16
+(each prompt's scores on the valid edges, row-major order of `valid`). Metadata (JSON strings): writers
+(row names), readers (column names), shape (rebuilds the graph), settings (what produced it: a file is
+reused only when they match), prompts (probe and fact ids, the rows of scores_per_prompt), metrics, curve
+(fraction, n_edges, faithfulness), lens (layer, mean rank, median rank).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from kdyn.circuits.adapters import Shape
+from kdyn.circuits.graph import Graph, build_graph
+from kdyn.errors import KdynError
+from kdyn.io import atomic_path
+
+FORMAT = "kdyn-circuit-1"
+
+
+@dataclass
+class CircuitFile:
+    step: int
+    relation: str
+    shape: Shape
+    kv_readers: str
+    writers: list[str]
+    readers: list[str]
+    valid: np.ndarray  # [U, V] bool
+    scores: np.ndarray  # [U, V] float32
+    circuit: np.ndarray  # [U, V] bool
+    per_prompt: np.ndarray  # [N, E] float32 (stored as float16)
+    probe_ids: list[str]
+    fact_ids: list[str]
+    settings: dict[str, Any]
+    metrics: dict[str, Any]
+    curve: list[list[float]]
+    lens: list[list[float]]
+
+    def graph(self) -> Graph:
+        return build_graph(self.shape, self.kv_readers)  # type: ignore[arg-type]
+
+    def dense(self, flat: np.ndarray) -> np.ndarray:
+        """Scores on the valid edges [E] → [U, V]."""
+        out = np.zeros(self.valid.shape, dtype=np.float32)
+        out[self.valid] = flat
+        return out
+
+
+def path_for(run: Path, step: int, relation: str) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", relation):
+        raise KdynError(f"relation name '{relation}' cannot be part of a file name (letters, digits, _ . - only)")
+    return run / "circuits" / f"step-{step:06d}.{relation}.safetensors"
+
+
+def _json(obj: Any) -> str:
+    """JSON with NaN written as null (strict JSON, stable bytes)."""
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(obj), sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
+def save(path: Path, cf: CircuitFile) -> None:
+    tensors = {
+        "scores": torch.from_numpy(cf.scores.astype(np.float32)),
+        "valid": torch.from_numpy(cf.valid.astype(np.uint8)),
+        "circuit": torch.from_numpy(cf.circuit.astype(np.uint8)),
+        "scores_per_prompt": torch.from_numpy(cf.per_prompt.astype(np.float16)),
+    }
+    meta = {"format": FORMAT, "step": str(cf.step), "relation": cf.relation, "kv_readers": cf.kv_readers,
+            "shape": _json(dataclasses.asdict(cf.shape)), "writers": _json(cf.writers), "readers": _json(cf.readers),
+            "settings": _json(cf.settings), "prompts": _json({"probe_ids": cf.probe_ids, "fact_ids": cf.fact_ids}),
+            "metrics": _json(cf.metrics), "curve": _json(cf.curve), "lens": _json(cf.lens)}  # fmt: skip
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _nan(x: Any) -> Any:
+    return math.nan if x is None else x
+
+
+def load(path: Path) -> CircuitFile:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise KdynError(f"{path} is not a kdyn circuit file (format {meta.get('format')!r}); rerun `kdyn circuits`")
+            t = {k: f.get_tensor(k) for k in ("scores", "valid", "circuit", "scores_per_prompt")}
+    except KdynError:
+        raise
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise KdynError(f"{path} is not a readable safetensors file ({type(e).__name__}); rerun `kdyn circuits`") from None
+    prompts = json.loads(meta["prompts"])
+    metrics = {k: _nan(v) for k, v in json.loads(meta["metrics"]).items()}
+    return CircuitFile(step=int(meta["step"]), relation=meta["relation"], shape=Shape(**json.loads(meta["shape"])),
+                       kv_readers=meta["kv_readers"], writers=json.loads(meta["writers"]),
+                       readers=json.loads(meta["readers"]), valid=t["valid"].numpy().astype(bool),
+                       scores=t["scores"].numpy(), circuit=t["circuit"].numpy().astype(bool),
+                       per_prompt=t["scores_per_prompt"].float().numpy(), probe_ids=prompts["probe_ids"],
+                       fact_ids=prompts["fact_ids"], settings=json.loads(meta["settings"]), metrics=metrics,
+                       curve=[[_nan(v) for v in row] for row in json.loads(meta["curve"])],
+                       lens=[[_nan(v) for v in row] for row in json.loads(meta["lens"])])  # fmt: skip
+
+
+def settings_of(path: Path) -> dict[str, Any] | None:
+    """The settings a stored file was made with (None when absent or unreadable)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta["settings"]) if meta.get("format") == FORMAT else None
+    except Exception:  # any unreadable file is simply recomputed
+        return None
