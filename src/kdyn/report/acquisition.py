@@ -26,7 +26,8 @@ from kdyn.report.text import (LEARNED_KINDS, arrow, ci_of, count, group_label, i
                               ordered_kinds, pct, plural, step_label)  # fmt: skip
 
 WRONG = (0.95, 0.96, 0.97)
-MAX_LISTED = 25
+MAX_LISTED = 25  # forgotten known facts listed
+MAX_ENTITIES = 300  # rows of the entity table
 
 
 def knowledge_probes(run: RunData) -> pd.DataFrame:
@@ -186,9 +187,10 @@ def entity_details(run: RunData) -> Any:
     if not len(rows):
         return ""
     body = [[r.subject, r.kind, r.facts, r.probes, int(r.base), int(r.final), int(r.ever), step_label(r.first)]
-            for r in rows.itertuples()]  # fmt: skip
+            for r in rows.head(MAX_ENTITIES).itertuples()]  # fmt: skip
     learned = int((rows["final"] > 0).sum())
-    return details(f"every trained entity ({len(rows)}; {learned} with a probe right at the final step)",
+    shown = f"; the first {MAX_ENTITIES} by id" if len(rows) > MAX_ENTITIES else ""
+    return details(f"every trained entity ({len(rows)}; {learned} with a probe right at the final step{shown})",
                    table(["entity", "kind", "facts", "probes", "right at base", "right at final", "ever right",
                           "first right in training (step)"], body, numeric_from=2))  # fmt: skip
 
