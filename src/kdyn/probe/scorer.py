@@ -109,31 +109,46 @@ def _score_batch(
     ]
     # greedy continuation of the prompt, reusing the prompt's cache
     cache.crop(-C)  # drop the target columns: the cache now ends at the prompt
-    def budget(r: Row) -> int:
-        return min(cfg.max_new_tokens, len(r.continuation) + cfg.extra_new_tokens)
-
-    n_new = max(budget(r) for r in rows)
-    gen_mask = mask[:, : L + P]
-    next_tok = logits[:, 0].argmax(-1)  # [B]
-    pos = _positions(gen_mask)[:, -1]
-    generated = [next_tok]
-    done = torch.tensor([t in stop for t in next_tok.tolist()], device=device)
-    for _ in range(n_new - 1):
-        if bool(done.all()):
-            break
-        gen_mask = torch.cat([gen_mask, torch.ones_like(gen_mask[:, :1])], dim=-1)
-        pos = pos + 1
-        step = model(input_ids=next_tok[:, None], attention_mask=gen_mask, position_ids=pos[:, None],
-                     past_key_values=cache, use_cache=True)  # fmt: skip
-        next_tok = step.logits[:, -1].argmax(-1)
-        generated.append(next_tok)
-        done |= torch.tensor([t in stop for t in next_tok.tolist()], device=device)
-    tokens = torch.stack(generated, dim=1).tolist()
-    for res, toks, r in zip(results, tokens, rows):
-        toks = toks[: budget(r)]  # each row's own budget, so the batch it sits in changes nothing
-        cut = next((j for j, t in enumerate(toks) if t in stop), len(toks))
-        res["greedy_ids"] = toks[:cut]
+    budgets = [min(cfg.max_new_tokens, len(r.continuation) + cfg.extra_new_tokens) for r in rows]
+    for res, toks in zip(results, _greedy(model, cache, mask[:, : L + P], logits[:, 0].argmax(-1), budgets, stop)):
+        res["greedy_ids"] = toks
     return results
+
+
+def _greedy(model: PreTrainedModel, cache: DynamicCache, mask: torch.Tensor, first: torch.Tensor, budgets: list[int],
+            stop: set[int]) -> list[list[int]]:  # fmt: skip
+    """Greedy tokens per row after `first` ([B]), until a stop token or the row's own budget.
+
+    A row that is done leaves the batch (its cache rows are dropped), so short answers cost nothing while
+    long ones finish; each row's tokens depend only on its own prompt, never on the batch it sat in.
+    """
+    out: list[list[int]] = [[t] for t in first.tolist()]
+    alive = [i for i in range(len(out)) if out[i][0] not in stop and budgets[i] > 1]
+    if not alive:
+        return [[] if toks[0] in stop else toks for toks in out]
+    if len(alive) < len(out):
+        cache.batch_select_indices(torch.tensor(alive, dtype=torch.long, device=mask.device))
+    mask, tok = mask[alive], first[alive]
+    pos = _positions(mask)[:, -1]
+    while alive:
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)  # [A, T+1]
+        pos = pos + 1
+        step = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None], past_key_values=cache,
+                     use_cache=True)  # fmt: skip
+        tok = step.logits[:, -1].argmax(-1)  # [A]
+        keep = []
+        for j, (i, t) in enumerate(zip(alive, tok.tolist())):
+            out[i].append(t)
+            if t not in stop and len(out[i]) < budgets[i]:
+                keep.append(j)
+        if len(keep) < len(alive):
+            alive = [alive[j] for j in keep]
+            if not alive:
+                break
+            idx = torch.tensor(keep, dtype=torch.long, device=mask.device)
+            cache.batch_select_indices(idx)
+            mask, tok, pos = mask[idx], tok[idx], pos[idx]
+    return [toks[: next((j for j, t in enumerate(toks) if t in stop), len(toks))] for toks in out]
 
 
 @torch.inference_mode()

@@ -100,7 +100,7 @@ def train(config: str | Path | ExperimentConfig, out: str | Path, resume: bool =
     started = time.time()
     manifest |= {"kdyn_version": __version__, "git_sha": git_sha(), "model": cfg.model, "strategy": cfg.train.strategy,
                  "seed": cfg.train.seed, "bench_sha256": bench.manifest.get("sha256", {}), "status": "running",
-                 "world_size": acc.num_processes, "precision": acc.mixed_precision,
+                 "world_size": acc.num_processes, "precision": "bfloat16" if acc.mixed_precision == "bf16" else "float32",
                  "started": manifest.get("started", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))),
                  "resumed": manifest.get("resumed", 0) + (1 if resume else 0)}  # fmt: skip
     if acc.is_main_process:
