@@ -84,7 +84,7 @@ class HeadWeights:
     wq: torch.Tensor  # [H, e, d]
     wk: torch.Tensor  # [K, e, d]
     wv: torch.Tensor  # [K, e, d]
-    wo: torch.Tensor  # [d, H, e]
+    wo: torch.Tensor  # [H, e, d] (a copy, laid out for batched products)
     bq: torch.Tensor | None  # [H, e]
     bk: torch.Tensor | None  # [K, e]
     bv: torch.Tensor | None  # [K, e]
@@ -135,7 +135,8 @@ def head_weights(ad: Adapter, block: nn.Module, s: Shape) -> HeadWeights:
     ]
     wo = get(attn, ad.o).weight.detach()
     wo = wo.T if ad.conv1d else wo  # [d, H*e]
-    return HeadWeights(wq=wq, wk=wk, wv=wv, wo=wo.reshape(s.d_model, s.n_heads, s.head_dim), bq=bq, bk=bk, bv=bv)
+    wo = wo.reshape(s.d_model, s.n_heads, s.head_dim).permute(1, 2, 0).contiguous()  # [H, e, d]
+    return HeadWeights(wq=wq, wk=wk, wv=wv, wo=wo, bq=bq, bk=bk, bv=bv)
 
 
 def norm_gain(norm: nn.Module, kind: str) -> tuple[torch.Tensor, float]:
@@ -151,18 +152,18 @@ def norm_gain(norm: nn.Module, kind: str) -> tuple[torch.Tensor, float]:
 
 
 def norm_vjp(kind: str, eps: float, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Vector-Jacobian products of a norm at x [B, P, d] with n cotangents already times the gain, a [B, P, n, d]
-    → [B, P, n, d]. RMS: s·a − (s³/d)·x·(x·a); LayerNorm: s·(a − mean(a) − x̂·(x̂·a)/d), x̂ = (x − mean x)·s."""
+    """Vector-Jacobian products of a norm at x [B, P, d] with n cotangents already times the gain, a [n, B, P, d]
+    → [n, B, P, d]. RMS: s·a − (s³/d)·x·(x·a); LayerNorm: s·(a − mean(a) − x̂·(x̂·a)/d), x̂ = (x − mean x)·s."""
     d = x.shape[-1]
     if kind == "layer":
         x = x - x.mean(-1, keepdim=True)
         s = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # [B, P, 1]
         xh = x * s
-        dot = torch.einsum("bpd,bpnd->bpn", xh, a) / d
-        return s.unsqueeze(2) * (a - a.mean(-1, keepdim=True) - xh.unsqueeze(2) * dot.unsqueeze(-1))
+        dot = torch.einsum("bpd,nbpd->nbp", xh, a).unsqueeze(-1) / d
+        return s * (a - a.mean(-1, keepdim=True) - xh * dot)
     s = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # [B, P, 1]
-    dot = torch.einsum("bpd,bpnd->bpn", x, a) * (s.pow(3) / d)
-    return s.unsqueeze(2) * a - x.unsqueeze(2) * dot.unsqueeze(-1)
+    dot = torch.einsum("bpd,nbpd->nbp", x, a).unsqueeze(-1) * (s.pow(3) / d)
+    return s * a - x * dot
 
 
 def rms_post_norm(norm: nn.Module, parts: torch.Tensor, total: torch.Tensor) -> torch.Tensor:

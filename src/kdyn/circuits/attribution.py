@@ -48,7 +48,6 @@ class BatchResult:
     scores: torch.Tensor  # [B, U, V] per-prompt edge scores (zero off the valid mask)
     clean_logits: torch.Tensor  # [B, vocab] at the last position
     corrupt_logits: torch.Tensor  # [B, vocab]
-    corrupt_writes: torch.Tensor  # [U, B, P', d], kept for evaluating circuits with the same intervention
     lens: torch.Tensor  # [L + 1, B, d] residual stream at the last position before each layer, and the final one
 
 
@@ -76,7 +75,7 @@ def attribute(hooked: HookedLM, batch: Batch, method: Method = "eap-ig", steps: 
     p0, g = batch.p0, hooked.graph
     corrupt_logits, corrupt_writes = run_corrupted(hooked, batch)
     clean_writes = new_writes(hooked, batch)
-    grads = torch.zeros(len(batch), len(g.readers), batch.clean.shape[1] - p0, hooked.shape.d_model)
+    grads = torch.zeros(len(g.readers), len(batch), batch.clean.shape[1] - p0, hooked.shape.d_model)  # [V, B, P', d]
     with torch.no_grad():
         e_clean, e_corrupt = hooked.embed(batch.clean), hooked.embed(batch.corrupt)  # [B, P, d]
     lens: list[torch.Tensor] = []
@@ -89,17 +88,16 @@ def attribute(hooked: HookedLM, batch: Batch, method: Method = "eap-ig", steps: 
         logit_diff(logits, batch).sum().backward()
     clean_writes.neg_().add_(corrupt_writes)  # in place: corrupted − clean
     scores = edge_scores(hooked, clean_writes, grads) / m
-    return BatchResult(scores=scores, clean_logits=logits.detach(), corrupt_logits=corrupt_logits,
-                       corrupt_writes=corrupt_writes, lens=torch.stack(lens))  # fmt: skip
+    return BatchResult(scores=scores, clean_logits=logits.detach(), corrupt_logits=corrupt_logits, lens=torch.stack(lens))
 
 
 def edge_scores(hooked: HookedLM, diff: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """diff [U, B, P', d] · grads [B, V, P', d] summed over positions and d → [B, U, V], upstream pairs only."""
+    """diff [U, B, P', d] · grads [V, B, P', d] summed over positions and d → [B, U, V], upstream pairs only."""
     U, B = diff.shape[:2]
-    V = grads.shape[1]
+    V = grads.shape[0]
     out = torch.zeros(B, U, V)
     flat_diff = diff.transpose(0, 1).reshape(B, U, -1)  # [B, U, P'd] (one copy)
-    flat_grads = grads.reshape(B, V, -1)  # [B, V, P'd]
+    flat_grads = grads.reshape(V, B, -1)  # [V, B, P'd]
     for b in hooked.graph.blocks:
-        out[:, : b.upstream, b.readers] = torch.bmm(flat_diff[:, : b.upstream], flat_grads[:, b.readers].transpose(1, 2))
+        out[:, : b.upstream, b.readers] = torch.bmm(flat_diff[:, : b.upstream], flat_grads[b.readers].permute(1, 2, 0))
     return out

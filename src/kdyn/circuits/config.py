@@ -29,7 +29,7 @@ class CircuitsConfig:
     max_checkpoints: int = 0  # > 0: at most this many, evenly spaced, always including the base and the final one
     fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))  # faithfulness curve
     min_metric_gap: float = 0.1  # |clean − corrupted| below this (logits): faithfulness is NaN and flagged
-    batch_size: int = 32  # prompts per forward pass (memory grows with it)
+    batch_size: int = 8  # prompts per forward pass (memory grows with it; speed hardly does on a CPU)
     bootstrap: int = 200  # replicates for the change-point and dynamics intervals (resampling prompts)
     noise_splits: int = 10  # random split-halves of the prompts for the noise floor
     seed: int = 0

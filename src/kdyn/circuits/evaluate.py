@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kdyn.circuits.attribution import Batch, BatchResult, logit_diff
+from kdyn.circuits.attribution import Batch, BatchResult, logit_diff, run_corrupted
 from kdyn.circuits.config import CircuitsConfig
 from kdyn.circuits.graph import Graph, prune, threshold, top_fraction, top_k
 from kdyn.circuits.hooks import HookedLM, RunState
@@ -76,17 +76,22 @@ class Evaluator:
     """Patched runs over the batches of one checkpoint (call inside `hooked.attached()`)."""
 
     def __init__(self, hooked: HookedLM, batches: list[Batch], results: list[BatchResult], min_gap: float):
-        self.hooked, self.batches, self.results = hooked, batches, results
+        self.hooked, self.batches = hooked, batches
         self.clean = outcome([r.clean_logits for r in results], batches)
         self.corrupt = outcome([r.corrupt_logits for r in results], batches)
         self.small_gap = not abs(self.clean.metric - self.corrupt.metric) >= min_gap
 
-    def run(self, keep: np.ndarray) -> Outcome:
-        """The clean prompts with every edge outside `keep` [U, V] carrying its corrupted value."""
-        coef = torch.from_numpy(self.hooked.graph.valid & ~keep).float()  # [U, V]
+    def run(self, keeps: list[np.ndarray]) -> list[Outcome]:
+        """For each circuit `keep` [U, V]: the clean prompts with every edge outside it carrying its corrupted
+        value. Batch by batch, so only one batch's corrupted writes are ever held."""
+        coefs = [torch.from_numpy(self.hooked.graph.valid & ~k).float() for k in keeps]  # [U, V] each
+        logits: list[list[torch.Tensor]] = [[] for _ in keeps]
         with torch.no_grad():
-            logits = [patched_logits(self.hooked, b, r.corrupt_writes, coef) for b, r in zip(self.batches, self.results)]
-        return outcome(logits, self.batches)
+            for b in self.batches:
+                _, writes = run_corrupted(self.hooked, b)
+                for out, coef in zip(logits, coefs):
+                    out.append(patched_logits(self.hooked, b, writes, coef))
+        return [outcome(lg, self.batches) for lg in logits]
 
     def faithfulness(self, o: Outcome) -> float:
         if self.small_gap:
@@ -98,13 +103,17 @@ def evaluate(ev: Evaluator, scores: np.ndarray, cfg: CircuitsConfig, relation: s
     """(circuit [U, V] bool, metrics, faithfulness curve rows [fraction, n_edges, faithfulness])."""
     graph = ev.hooked.graph
     circuit = select(graph, scores, cfg)
-    n_edges = int(circuit.sum())
-    inside = ev.run(circuit)
-    rand = ev.run(random_edges(graph, n_edges, cfg.seed, relation))
-    curve = []
-    for f in sorted(set(cfg.fractions)):
-        edges = prune(graph, top_fraction(graph, scores, f))
-        curve.append([f, int(edges.sum()), ev.faithfulness(ev.run(edges))])
+    fractions = sorted(set(cfg.fractions))
+    curve_edges = [prune(graph, top_fraction(graph, scores, f)) for f in fractions]
+    masks = [circuit, random_edges(graph, int(circuit.sum()), cfg.seed, relation), *curve_edges]
+    keys = [np.packbits(m).tobytes() for m in masks]
+    first: dict[bytes, int] = {}  # the circuit is often one of the curve's points: run each distinct mask once
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    distinct = sorted(set(first.values()))
+    done = dict(zip(distinct, ev.run([masks[i] for i in distinct])))
+    inside, rand, *points = [done[first[key]] for key in keys]
+    curve = [[f, int(e.sum()), ev.faithfulness(o)] for f, e, o in zip(fractions, curve_edges, points)]
     metrics = {
         "clean_metric": ev.clean.metric, "corrupted_metric": ev.corrupt.metric,
         "faithfulness": ev.faithfulness(inside), "faithfulness_random": ev.faithfulness(rand),

@@ -9,17 +9,21 @@ One forward pass, three optional jobs, all switched by the RunState:
   slice of the o_proj input times its slice of W_O (heads are contiguous); with a sandwich norm (Gemma-3)
   it is its share of that norm's output. The input's write is the residual entering layer 0.
 - grads: ∂(summed metric)/∂(each reader's input), accumulated. q / k / v readers: the gradient at the
-  projection's output, taken back through the head's weight slice and the attention norm (a small
-  vector-Jacobian product at the layer's residual input, in closed form), so the forward stays the model's own. MLP and
-  logits readers: the gradient at a private copy of the norm's input.
+  projection's output, taken back through the head's weight slice and the attention norm's Jacobian at
+  the layer's residual input (closed form, adapters.norm_vjp), so the forward stays the model's own. MLP
+  and logits readers: the gradient at a private copy of the norm's input.
 - patching (coef, diff): reader v's input becomes r + Σ_u coef[u, v] · (corrupted_u − current_u), the
-  intervention of EAP-IG's evaluation. Heads whose inputs change get their own normed input and projection.
+  intervention of EAP-IG's evaluation. A layer's readers all see the same upstream writers, so their
+  deltas are one matrix product at the layer's entry; heads whose inputs change get their own normed input
+  and projection.
 
-Per-query-head k / v readers on a GQA model: the KV heads' projections are computed once and their
-outputs repeated per query head (the weights are never repeated); the attention module is told it has
-no KV groups (num_key_value_groups = 1) while hooks are attached. Positions before p0 (where clean and
-corrupted prompts still agree) have zero activation differences, so nothing is stored or patched there.
-Prompts are right-padded: causal attention keeps pads out of every real position, so no mask is needed.
+Per-query-head k / v readers on a GQA model: the KV heads' projections are computed once and their outputs
+repeated per query head (the weights are never repeated); the attention module is told it has no KV
+groups (num_key_value_groups = 1) while hooks are attached. Positions before p0 (where clean and corrupted
+prompts still agree) have zero activation differences, so nothing is stored or patched there. Prompts are
+right-padded: causal attention keeps pads out of every real position, so no mask is needed.
+Layouts: writer-major [U, B, P', d] and reader-major [V, B, P', d] buffers, so a block of writers or
+readers is one contiguous slice.
 """
 
 from __future__ import annotations
@@ -41,14 +45,16 @@ from kdyn.circuits.graph import Block, KvReaders, build_graph
 class RunState:
     p0: int  # first position where any clean / corrupted pair differs
     last: torch.Tensor  # [B] index of each prompt's last token
-    writes: torch.Tensor | None = None  # [U, B, P', d] this run's writes (P' = P - p0), writer-major
+    writes: torch.Tensor | None = None  # [U, B, P', d] this run's writes (P' = P - p0)
     diff: torch.Tensor | None = None  # [U, B, P', d] corrupted writes; this run's are subtracted as they arrive
     coef: torch.Tensor | None = None  # [U, V] 1 = the edge carries its corrupted value, 0 = its own
-    grads: torch.Tensor | None = None  # [B, V, P', d] += ∂metric/∂(reader input)
+    grads: torch.Tensor | None = None  # [V, B, P', d] += ∂metric/∂(reader input)
     lens: list[torch.Tensor] | None = None  # residual at the last position before each layer, and final: [B, d]
     total: torch.Tensor | None = None  # [B, P', d] Σ diff over the writers written so far
     written: int = 0
     resid: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → attention-norm input [B, P, d]
+    saved: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → the same from p0, detached (backward)
+    pending: torch.Tensor | None = None  # [n + 1, B, P', d] this layer's q/k/v deltas and the MLP's upstream part
 
 
 class HookedLM:
@@ -75,7 +81,10 @@ class HookedLM:
         try:
             out = get(self.model, self.ad.base)(inputs_embeds=embeds, use_cache=False)
         finally:
-            self.state = None
+            # Gradient hooks hold `st`; graph tensors held by `st` would close a cycle through the autograd
+            # graph that Python's collector cannot see (and the buffers would leak): keep only detached ones.
+            self.state, st.pending = None, None
+            st.resid.clear()
         hidden = out.last_hidden_state  # [B, P, d], final norm applied
         return self.unembed(hidden[torch.arange(hidden.shape[0]), st.last])
 
@@ -100,7 +109,8 @@ class HookedLM:
             for name, which in ([(ad.q, "qkv")] if ad.fused_qkv else [(ad.q, "q"), (ad.k, "k"), (ad.v, "v")]):
                 handles.append(get(attn, name).register_forward_hook(partial(self._qkv_output, layer, which)))
             handles.append(get(attn, ad.o).register_forward_pre_hook(partial(self._heads_output, layer)))
-            handles.append(get(block, ad.mlp_norm).register_forward_pre_hook(partial(self._reader_input, g.blocks[2 * layer + 1])))
+            mlp_block = g.blocks[2 * layer + 1]
+            handles.append(get(block, ad.mlp_norm).register_forward_pre_hook(partial(self._reader_input, mlp_block)))
             handles.append(get(block, ad.mlp_write).register_forward_hook(partial(self._mlp_output, layer)))
             if self.repeat_kv:
                 groups.append((attn, attn.num_key_value_groups))
@@ -121,16 +131,18 @@ class HookedLM:
 
     # ---- writers -----------------------------------------------------------------------------------------
 
-    def _write(self, st: RunState, first: int, w: torch.Tensor) -> None:
-        """Record writers first..first+n-1: w [n, B, P', d]."""
+    def _write(self, st: RunState, first: int, n: int, make: Any) -> None:
+        """Record writers first..first+n-1; `make()` gives their writes [n, B, P', d] (only called if needed)."""
         assert first == st.written, f"writer {first} arrived after {st.written} writes"
-        n = w.shape[0]
         st.written += n
+        if st.writes is None and st.diff is None:
+            return
+        w = make()
         if st.writes is not None:
             st.writes[first : first + n] = w
         if st.diff is not None:
             st.diff[first : first + n] -= w
-            st.total += st.diff[first : first + n].sum(0)
+            st.total += st.diff[first : first + n].sum(0)  # type: ignore[operator]
 
     def _attn_input(self, layer: int, module: nn.Module, args: tuple[Any, ...]) -> None:
         st = self.state
@@ -138,58 +150,60 @@ class HookedLM:
             return
         r = args[0]  # [B, P, d] residual stream entering the layer
         st.resid[layer] = r
+        if st.grads is not None:
+            st.saved[layer] = r[:, st.p0 :].detach()
         if st.lens is not None:
             st.lens.append(r[torch.arange(r.shape[0]), st.last].detach())
         if layer == 0:
-            self._write(st, 0, r[:, st.p0 :].detach().unsqueeze(0))
+            self._write(st, 0, 1, lambda: r[:, st.p0 :].detach().unsqueeze(0))
+        if st.coef is not None:  # every reader of this layer sees the same upstream writers: one product for all
+            attn, mlp = self.graph.blocks[2 * layer], self.graph.blocks[2 * layer + 1]
+            st.pending = self._combine(st, 0, attn.upstream, slice(attn.readers.start, mlp.readers.stop))
 
     def _heads_output(self, layer: int, module: nn.Module, args: tuple[Any, ...]) -> None:
         st = self.state
-        if st is None or (st.writes is None and st.diff is None):
-            if st is not None:
-                st.written += self.shape.n_heads
-            return
+        if st is not None:
+            self._write(st, self.graph.head_writers(layer).start, self.shape.n_heads,
+                        lambda: self._head_writes(layer, module, args[0][:, st.p0 :].detach()))  # fmt: skip
+
+    def _head_writes(self, layer: int, o_proj: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        """o_proj input z [B, P', H*e] → each head's write [H, B, P', d]."""
         s = self.shape
-        z = args[0][:, st.p0 :].detach()  # [B, P', H*e]
-        z = z.reshape(*z.shape[:2], s.n_heads, s.head_dim)
-        parts = torch.einsum("bphe,dhe->hbpd", z, self.weights[layer].wo)  # [H, B, P', d]
+        B, P = z.shape[:2]
+        z = z.reshape(B * P, s.n_heads, s.head_dim).transpose(0, 1)  # [H, B*P', e]
+        parts = torch.bmm(z, self.weights[layer].wo).reshape(s.n_heads, B, P, s.d_model)
         if self.ad.attn_post_norm is not None:
-            bias = getattr(module, "bias", None)
+            bias = getattr(o_proj, "bias", None)
             total = parts.sum(0) + (bias.detach() if bias is not None else 0.0)  # [B, P', d] = o_proj output
             parts = rms_post_norm(get(self.layers[layer], self.ad.attn_post_norm), parts, total)
-        self._write(st, self.graph.head_writers(layer).start, parts)
+        return parts
 
     def _mlp_output(self, layer: int, module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
         st = self.state
-        if st is None:
-            return
-        if st.writes is None and st.diff is None:
-            st.written += 1
-            return
-        self._write(st, self.graph.mlp_writer(layer), out[:, st.p0 :].detach().unsqueeze(0))
+        if st is not None:
+            self._write(st, self.graph.mlp_writer(layer), 1, lambda: out[:, st.p0 :].detach().unsqueeze(0))
 
     # ---- readers -----------------------------------------------------------------------------------------
 
-    def _delta(self, st: RunState, block: Block, readers: slice) -> torch.Tensor | None:
-        """Σ_u coef[u, v] (corrupted_u − current_u) for the readers: [B, P', n, d], or None when nothing is patched.
-        One matrix product over the writers that matter: the patched ones, or — when fewer — the kept ones,
-        subtracted from the running total (a small circuit keeps few edges per reader)."""
-        assert st.written == block.upstream and st.coef is not None and st.diff is not None and st.total is not None
-        coef = st.coef[: block.upstream, readers]  # [u, n]
-        diff = st.diff[: block.upstream]  # [u, B, P', d]
-        flat = diff.reshape(block.upstream, -1)  # [u, B*P'*d], a view
+    def _combine(self, st: RunState, lo: int, hi: int, cols: slice) -> torch.Tensor | None:
+        """Σ_{lo ≤ u < hi} coef[u, v] (corrupted_u − current_u) for readers v in cols: [n, B, P', d], or None when
+        no edge is patched. One matrix product over the writers that matter: the patched ones or — when fewer,
+        and from the running total — the kept ones (a small circuit keeps few edges per reader)."""
+        assert st.coef is not None and st.diff is not None and st.total is not None
+        coef = st.coef[lo:hi, cols]  # [u, n]
+        flat = st.diff[lo:hi].reshape(hi - lo, -1)  # [u, B*P'*d], a view
         if coef.requires_grad:  # differentiating through the intervention: every term stays in the sum
             out = coef.T @ flat.clone()  # (diff keeps changing in place)
         else:
             patched = torch.nonzero(coef.any(1)).squeeze(1)
             if patched.numel() == 0:
                 return None
-            kept = torch.nonzero((coef != 1).any(1)).squeeze(1)
-            if patched.numel() <= kept.numel():
-                out = coef[patched].T @ flat[patched]
+            kept = torch.nonzero((coef != 1).any(1)).squeeze(1) if lo == 0 and st.written == hi else None
+            if kept is None or patched.numel() <= kept.numel():
+                out = _product(coef, flat, patched)
             else:
-                out = st.total.reshape(1, -1) - (1.0 - coef[kept]).T @ flat[kept]
-        return out.reshape(-1, *diff.shape[1:]).permute(1, 2, 0, 3)  # [n, B, P', d] → [B, P', n, d]
+                out = _product(1.0 - coef, flat, kept).neg_().add_(st.total.reshape(1, -1))
+        return out.reshape(-1, *st.diff.shape[1:])
 
     def _reader_input(self, block: Block, module: nn.Module, args: tuple[Any, ...]) -> tuple[torch.Tensor] | None:
         """Pre-hook on the MLP's norm or the final norm: patch that reader's input and / or watch its gradient."""
@@ -200,16 +214,22 @@ class HookedLM:
         if st.lens is not None and block.kind == "logits":
             st.lens.append(x[torch.arange(x.shape[0]), st.last].detach())
         if st.coef is not None:
-            delta = self._delta(st, block, block.readers)
+            if block.kind == "mlp":  # what the layer's entry computed, plus the layer's own heads
+                heads = self.graph.head_writers(block.layer)
+                parts = [p for p in (st.pending[-1:] if st.pending is not None else None,
+                                     self._combine(st, heads.start, heads.stop, block.readers)) if p is not None]  # fmt: skip
+                delta = sum(parts[1:], parts[0]) if parts else None
+            else:
+                delta = self._combine(st, 0, block.upstream, block.readers)
             if delta is not None:
-                x = torch.cat([x[:, : st.p0], x[:, st.p0 :] + delta[:, :, 0]], dim=1)
+                x = torch.cat([x[:, : st.p0], x[:, st.p0 :] + delta[0]], dim=1)
         if st.grads is not None:
             x = x.clone()  # a private copy: its gradient is this reader's alone
             x.register_hook(partial(self._reader_grad, st, block))
         return (x,) if x is not args[0] else None
 
     def _reader_grad(self, st: RunState, block: Block, grad: torch.Tensor) -> None:
-        st.grads[:, block.readers] += grad[:, st.p0 :].unsqueeze(1)  # type: ignore[index]
+        st.grads[block.readers] += grad[:, st.p0 :].unsqueeze(0)  # type: ignore[index]
 
     def _qkv_output(self, layer: int, which: str, module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor | None:
         st = self.state
@@ -217,15 +237,17 @@ class HookedLM:
             return self._repeat(out, which) if self.repeat_kv and which != "q" else None
         if which != "qkv":
             return self._reader_projection(st, layer, which, out)
+        return torch.cat([self._reader_projection(st, layer, w, y) for w, y in zip("qkv", self._split(out))], dim=-1)
+
+    def _split(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         s = self.shape
-        q, k, v = out.split([s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim, s.n_kv_heads * s.head_dim], dim=-1)
-        return torch.cat([self._reader_projection(st, layer, w, y) for w, y in zip("qkv", (q, k, v))], dim=-1)
+        return y.split([s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim, s.n_kv_heads * s.head_dim], dim=-1)
 
     def _repeat(self, y: torch.Tensor, which: str) -> torch.Tensor:
         """KV-head outputs [B, P, K*e] → one copy per query head [B, P, H*e] (fused q|k|v: k and v parts)."""
         s = self.shape
         if which == "qkv":
-            q, k, v = y.split([s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim, s.n_kv_heads * s.head_dim], dim=-1)
+            q, k, v = self._split(y)
             return torch.cat([q, self._repeat(k, "k"), self._repeat(v, "v")], dim=-1)
         B, P = y.shape[:2]
         group = s.n_heads // s.n_kv_heads
@@ -236,11 +258,10 @@ class HookedLM:
         if self.repeat_kv and which != "q":
             y = self._repeat(y, which)
         readers = self.graph.attn_readers(layer, which)  # type: ignore[arg-type]
-        if st.coef is not None:
-            delta = self._delta(st, self.graph.blocks[2 * layer], readers)
-            if delta is not None:
-                r = st.resid[layer][:, st.p0 :]  # [B, P', d]
-                y = torch.cat([y[:, : st.p0], self._project(layer, which, r.unsqueeze(2) + delta)], dim=1)
+        if st.pending is not None:
+            first = self.graph.blocks[2 * layer].readers.start
+            x = st.resid[layer][:, st.p0 :] + st.pending[readers.start - first : readers.stop - first]  # [n, B, P', d]
+            y = torch.cat([y[:, : st.p0], self._project(layer, which, x)], dim=1)
         if st.grads is not None:
             y.register_hook(partial(self._projection_grad, st, layer, which, readers))
         return y
@@ -249,35 +270,37 @@ class HookedLM:
         w = self.weights[layer]
         return {"q": (w.wq, w.bq), "k": (w.wk, w.bk), "v": (w.wv, w.bv)}[which]
 
-    def _grouped(self, which: str) -> bool:
-        """Whether this projection's readers are query heads sharing one KV head's weights."""
-        return which != "q" and self.repeat_kv
+    def _heads_of(self, which: str) -> int:
+        """How many weight slices a projection has: query heads, or KV heads (shared by groups of readers)."""
+        return self.shape.n_heads if which == "q" else self.shape.n_kv_heads
 
     def _project(self, layer: int, which: str, x: torch.Tensor) -> torch.Tensor:
-        """Per-reader residual inputs x [B, P', n, d] → normed, projected by each reader's own head [B, P', n*e]."""
-        s = self.shape
+        """Per-reader residual inputs x [n, B, P', d] → normed, projected by each reader's own head [B, P', n*e]."""
+        n, B, P, d = x.shape
         x = get(self.layers[layer], self.ad.attn_norm).forward(x)
-        w, b = self._wb(layer, which)
-        if self._grouped(which):
-            B, P = x.shape[:2]
-            x = x.reshape(B, P, s.n_kv_heads, s.n_heads // s.n_kv_heads, s.d_model)
-            y = torch.einsum("bpkgd,ked->bpkge", x, w) + (b[:, None] if b is not None else 0.0)
-        else:
-            y = torch.einsum("bpnd,ned->bpne", x, w) + (b if b is not None else 0.0)
-        return y.reshape(*y.shape[:2], -1)
+        w, b = self._wb(layer, which)  # [h, e, d], [h, e]: h = n, or the KV heads that groups of readers share
+        h = self._heads_of(which)
+        y = torch.bmm(x.reshape(h, -1, d), w.transpose(1, 2))  # [h, (n/h)*B*P', e]
+        if b is not None:
+            y = y + b[:, None, :]
+        return y.reshape(n, B * P, -1).transpose(0, 1).reshape(B, P, -1)
 
     def _projection_grad(self, st: RunState, layer: int, which: str, readers: slice, grad: torch.Tensor) -> None:
         """Gradient at a projection's output [B, P, n*e] → each reader's input gradient, through the head's
         weight slice and the attention norm's Jacobian at this run's residual input."""
-        s = self.shape
         g = grad[:, st.p0 :]
         B, P = g.shape[:2]
         w, _ = self._wb(layer, which)
-        if self._grouped(which):
-            g = g.reshape(B, P, s.n_kv_heads, s.n_heads // s.n_kv_heads, s.head_dim)
-            back = torch.einsum("bpkge,ked->bpkgd", g, w).reshape(B, P, s.n_heads, s.d_model)
-        else:
-            back = torch.einsum("bpne,ned->bpnd", g.reshape(B, P, -1, s.head_dim), w)  # [B, P', n, d]
+        h = self._heads_of(which)
+        g = g.reshape(B * P, -1, self.shape.head_dim).transpose(0, 1)  # [n, B*P', e]
+        back = torch.bmm(g.reshape(h, -1, self.shape.head_dim), w)  # [h, (n/h)*B*P', d]
         gain, eps = self.attn_norms[layer]
-        g_in = norm_vjp(self.ad.norm, eps, st.resid[layer][:, st.p0 :].detach(), back * gain)  # [B, P', n, d]
-        st.grads[:, readers] += g_in.transpose(1, 2)  # type: ignore[index]
+        back = (back * gain).reshape(-1, B, P, self.shape.d_model)  # [n, B, P', d]
+        st.grads[readers] += norm_vjp(self.ad.norm, eps, st.saved[layer], back)  # type: ignore[index]
+
+
+def _product(coef: torch.Tensor, flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """coefᵀ @ flat over the given rows: [n, X]. Most rows: the whole (contiguous) block, no copy; few: a gather."""
+    if 2 * rows.numel() >= coef.shape[0]:
+        return coef.T @ flat
+    return coef[rows].T @ flat[rows]
