@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from kdyn.analysis.commands import register as register_analysis
+from kdyn.circuits.commands import register as register_circuits
 from kdyn.console import console, friendly
 from kdyn.report.commands import register as register_report
 from kdyn.sweep.commands import register as register_sweep
@@ -24,6 +25,7 @@ import_app = typer.Typer(help="Import an external benchmark.", no_args_is_help=T
 bench_app.add_typer(import_app, name="import")
 app.add_typer(bench_app, name="bench")
 register_analysis(app)  # analyze, compare, query
+register_circuits(app)  # circuits
 register_sweep(app)  # sweep
 register_report(app)  # report
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: --set key.path=value")]

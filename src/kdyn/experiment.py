@@ -1,4 +1,4 @@
-"""ExperimentConfig: one YAML for a whole run (model, benchmark, probing, training).
+"""ExperimentConfig: one YAML for a whole run (model, benchmark, probing, training, circuits).
 
 Built-in configs live in kdyn/configs/*.yaml; `kdyn run quickstart` and `kdyn bench build quickstart`
 read the same file (the latter only its `bench:` section).
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdyn.bench.config import BenchConfig
+from kdyn.circuits.config import CircuitsConfig
 from kdyn.config import load_config
 from kdyn.models.registry import DEFAULT_MODEL
 from kdyn.probe.scorer import ScoreConfig
@@ -23,6 +24,7 @@ class ExperimentConfig:
     bench: BenchConfig = field(default_factory=BenchConfig)
     probe: ScoreConfig = field(default_factory=ScoreConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    circuits: CircuitsConfig = field(default_factory=CircuitsConfig)
 
 
 def resolve(cfg: ExperimentConfig) -> ExperimentConfig:

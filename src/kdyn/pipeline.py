@@ -1,7 +1,7 @@
 """`kdyn run`: the stages in order, each reading and writing the run directory.
 
 bench → train (kdyn.train: builds RUN/bench, probes at step 0 and every epoch) → analyze (RUN/analysis/)
-→ report (RUN/report.html, RUN/plots/). Circuits join as they come to exist.
+→ circuits (RUN/circuits/, RUN/circuit_metrics.parquet; when `circuits.enabled`) → report (RUN/report.html, RUN/plots/).
 """
 
 from __future__ import annotations
@@ -29,12 +29,19 @@ def run_experiment(
 
     cfg = load_experiment(config, overrides)
     out = Path(out)
-    on_stage(f"1/3 training '{cfg.model}' ({cfg.train.strategy}, {cfg.train.epochs} epochs) on benchmark "
+    n = 4 if cfg.circuits.enabled else 3
+    on_stage(f"1/{n} training '{cfg.model}' ({cfg.train.strategy}, {cfg.train.epochs} epochs) on benchmark "
              f"'{cfg.bench.name}' → {out}")  # fmt: skip
     result = train(cfg, out, resume=resume, console=console, show_progress=show_progress)
-    on_stage("2/3 analysing the run")
+    on_stage(f"2/{n} analysing the run")
     analysis = analyze(out)
-    on_stage("3/3 writing the report")
+    outputs: dict[str, Any] = {}
+    if cfg.circuits.enabled:
+        from kdyn.circuits import circuits
+
+        on_stage(f"3/{n} knowledge circuits")
+        outputs["circuits"] = circuits(out, cfg.circuits, console=console).out_dir
+    on_stage(f"{n}/{n} writing the report")
     html = report([out])
     probes = pq.read_table(out / "probes.parquet").to_pylist()
     last = max(r["step"] for r in probes)
@@ -43,5 +50,5 @@ def run_experiment(
         "base_rows": [r for r in probes if r["step"] == 0],
         "final_rows": [r for r in probes if r["step"] == last],
         "final_step": last,
-        "outputs": {"run": out, "probes": out / "probes.parquet", "analysis": analysis.out_dir, "report": html},
+        "outputs": {"run": out, "probes": out / "probes.parquet", "analysis": analysis.out_dir, **outputs, "report": html},
     }
