@@ -253,9 +253,11 @@ def forgotten_known(run: RunData) -> pd.DataFrame:
 
 
 def answer_text(answer: Any, probe_type: str) -> str:
+    """The model's answer as shown: the chosen option for multiple choice, '(empty)' for no output."""
+    text = answer.strip() if isinstance(answer, str) else ""
     if probe_type == "mcq":
-        return "(chose another option)"
-    return answer.strip() if isinstance(answer, str) and answer.strip() else "(empty)"
+        return f"chose: {text}" if text else "(another option)"
+    return text or "(empty)"
 
 
 def broken_section(run: RunData, canvas: Canvas) -> Section:

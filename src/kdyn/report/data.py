@@ -120,14 +120,11 @@ def load_run_data(run_dir: str | Path, label: str | None = None) -> RunData:
         notes.append("the analysis (RUN/analysis/) was missing or older than probes.parquet and was recomputed")
     tables = {t: pd.read_parquet(run / "analysis" / f"{t}.parquet") for t in TABLES}
     summary = _json(run / "analysis" / "summary.json")
-    long = read_columns(run / "probes.parquet", ("step", "probe_id", "correct"), ("greedy",))
+    long = read_columns(run / "probes.parquet", ("step", "probe_id", "correct"), ("greedy", "choice"))
     correct = long.pivot(index="probe_id", columns="step", values="correct").astype(bool)
-    if "greedy" in long:
-        answers = long.pivot(index="probe_id", columns="step", values="greedy").fillna("").astype(str)
-    else:
-        answers = pd.DataFrame("", index=correct.index, columns=correct.columns)
     probes = _jsonl_frame(run / "bench" / "probes.jsonl", ("probe_id", "fact_id", "kind", "probe_type", "prompt",
-                                                             "target"))  # fmt: skip
+                                                             "target", "options"))  # fmt: skip
+    answers = model_answers(long, probes).pivot(index="probe_id", columns="step", values="answer")
     traj = tables["trajectories"][["probe_id", "kind", "probe_type"]].rename(columns={"kind": "analysis_kind"})
     probes = traj.merge(probes.drop(columns=["probe_type"]), on="probe_id", how="left")
     facts = _jsonl_frame(run / "bench" / "facts.jsonl", ("fact_id", "entity_id", "subject", "relation", "object",
@@ -139,6 +136,17 @@ def load_run_data(run_dir: str | Path, label: str | None = None) -> RunData:
                    manifest=_json(run / "manifest.json"), bench_manifest=_json(run / "bench" / "manifest.json"),
                    summary=summary, tables=tables, train_log=train_log, correct=correct, answers=answers,
                    probes=probes, facts=facts, circuits=load_circuits(run), notes=notes)  # fmt: skip
+
+
+def model_answers(long: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
+    """step, probe_id, answer: the greedy output, or for multiple choice the option the model chose ('' if none)."""
+    answer = long["greedy"].fillna("").astype(str) if "greedy" in long else pd.Series("", index=long.index)
+    if "choice" in long:
+        options = dict(zip(probes["probe_id"], probes["options"]))
+        chosen = [opts[int(c)] if isinstance(opts, list) and pd.notna(c) and 0 <= int(c) < len(opts) else None
+                  for opts, c in zip(long["probe_id"].map(options), long["choice"])]  # fmt: skip
+        answer = pd.Series([a if c is None else c for a, c in zip(answer, chosen)], index=long.index, dtype=object)
+    return long[["step", "probe_id"]].assign(answer=answer)
 
 
 def load_circuits(run: Path) -> CircuitData | None:
