@@ -77,6 +77,13 @@ def noise_floor(graph: Graph, cf: CircuitFile, cfg: CircuitsConfig) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
+def _pair(files: list[CircuitFile], nodes: list[np.ndarray], i: int, j: int | None) -> tuple[float, float]:
+    """(edge, node) Jaccard of checkpoints i and j (1 with itself; NaN without a j)."""
+    if j is None:
+        return math.nan, math.nan
+    return jaccard(files[i].circuit, files[j].circuit), jaccard(nodes[i], nodes[j])
+
+
 def evolution_tables(files: list[CircuitFile], cfg: CircuitsConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(circuit_metrics rows, layer_share rows) for one relation's checkpoints, sorted by step."""
     files = sorted(files, key=lambda f: f.step)
@@ -85,23 +92,15 @@ def evolution_tables(files: list[CircuitFile], cfg: CircuitsConfig) -> tuple[lis
     base = next((i for i, f in enumerate(files) if f.step == 0), None)
     rows, shares = [], []
     for i, f in enumerate(files):
-        def vs(j: int | None) -> tuple[float, float]:  # (edge, node) Jaccard with checkpoint j (1 with itself)
-            if j is None:
-                return math.nan, math.nan
-            return jaccard(f.circuit, files[j].circuit), jaccard(nodes[i], nodes[j])
-
-        prev = vs(i - 1 if i > 0 else None)
-        final, first = vs(len(files) - 1), vs(base)
-        s = f.settings
-        rows.append({**{k: f.metrics.get(k, math.nan) for k in METRIC_COLUMNS if k in f.metrics},
-                     "step": f.step, "relation": f.relation, "n_prompts": f.per_prompt.shape[0],
-                     "n_unpaired": f.metrics.get("n_unpaired", 0), "n_edges_total": int(f.valid.sum()),
-                     "n_edges": int(f.circuit.sum()), "n_nodes": int(nodes[i].sum()),
-                     "entropy": entropy(f.scores, f.circuit), "jaccard_edges_prev": prev[0], "jaccard_nodes_prev": prev[1],
-                     "jaccard_edges_final": final[0], "jaccard_nodes_final": final[1], "jaccard_edges_base": first[0],
-                     "jaccard_nodes_base": first[1], "mean_source_depth": mean_source_depth(graph, f.circuit),
-                     "noise_floor_jaccard": noise_floor(graph, f, cfg), "method": s["method"],
-                     "ig_steps": s["ig_steps"], "kv_readers": s["kv_readers"], "selection": s["selection"]})  # fmt: skip
+        prev, final, first = (_pair(files, nodes, i, j) for j in (i - 1 if i else None, len(files) - 1, base))
+        row = {k: math.nan for k in METRIC_COLUMNS} | {"faithfulness_flag": None} | f.settings | f.metrics
+        row |= {"step": f.step, "relation": f.relation, "n_prompts": f.per_prompt.shape[0],
+                "n_unpaired": f.metrics.get("n_unpaired", 0), "n_edges_total": int(f.valid.sum()),
+                "n_edges": int(f.circuit.sum()), "n_nodes": int(nodes[i].sum()), "entropy": entropy(f.scores, f.circuit),
+                "jaccard_edges_prev": prev[0], "jaccard_nodes_prev": prev[1], "jaccard_edges_final": final[0],
+                "jaccard_nodes_final": final[1], "jaccard_edges_base": first[0], "jaccard_nodes_base": first[1],
+                "mean_source_depth": mean_source_depth(graph, f.circuit), "noise_floor_jaccard": noise_floor(graph, f, cfg)}  # fmt: skip
+        rows.append({k: row[k] for k in METRIC_COLUMNS})
         for layer, share in enumerate(layer_share(graph, f.circuit), start=-1):
             shares.append({"step": f.step, "relation": f.relation, "layer": layer, "share": float(share)})
-    return [{k: r[k] for k in METRIC_COLUMNS} for r in rows], shares
+    return rows, shares

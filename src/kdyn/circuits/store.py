@@ -2,10 +2,11 @@
 
 Tensors: `scores` [U, V] float32 (mean edge scores; 0 off the graph), `valid` [U, V] uint8 (which pairs
 are edges), `circuit` [U, V] uint8 (the selected, pruned circuit), `scores_per_prompt` [N, E] float16
-(each prompt's scores on the valid edges, row-major order of `valid`). Metadata (JSON strings): writers
-(row names), readers (column names), shape (rebuilds the graph), settings (what produced it: a file is
-reused only when they match), prompts (probe and fact ids, the rows of scores_per_prompt), metrics, curve
-(fraction, n_edges, faithfulness), lens (layer, mean rank, median rank).
+(each prompt's scores on the valid edges, row-major order of `valid`). Metadata: one key, `kdyn`, whose
+value is canonical JSON (NaN as null) with writers (row names), readers (column names), shape (rebuilds
+the graph), settings (what produced it: a file is reused only when they match), prompts (probe and fact
+ids, the rows of scores_per_prompt), metrics, curve (fraction, n_edges, faithfulness), lens (layer, mean
+rank, median rank).
 """
 
 from __future__ import annotations
@@ -88,46 +89,49 @@ def save(path: Path, cf: CircuitFile) -> None:
         "circuit": torch.from_numpy(cf.circuit.astype(np.uint8)),
         "scores_per_prompt": torch.from_numpy(cf.per_prompt.astype(np.float16)),
     }
-    meta = {"format": FORMAT, "step": str(cf.step), "relation": cf.relation, "kv_readers": cf.kv_readers,
-            "shape": _json(dataclasses.asdict(cf.shape)), "writers": _json(cf.writers), "readers": _json(cf.readers),
-            "settings": _json(cf.settings), "prompts": _json({"probe_ids": cf.probe_ids, "fact_ids": cf.fact_ids}),
-            "metrics": _json(cf.metrics), "curve": _json(cf.curve), "lens": _json(cf.lens)}  # fmt: skip
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    meta = {"format": FORMAT, "step": cf.step, "relation": cf.relation, "kv_readers": cf.kv_readers,
+            "shape": dataclasses.asdict(cf.shape), "writers": cf.writers, "readers": cf.readers,
+            "settings": cf.settings, "prompts": {"probe_ids": cf.probe_ids, "fact_ids": cf.fact_ids},
+            "metrics": cf.metrics, "curve": cf.curve, "lens": cf.lens}  # fmt: skip
+    with atomic_path(path) as tmp:  # one metadata key: the header's key order is not stable across saves
+        save_file(tensors, str(tmp), metadata={"kdyn": _json(meta)})
 
 
 def _nan(x: Any) -> Any:
     return math.nan if x is None else x
 
 
+def _meta(path: Path) -> dict[str, Any] | None:
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads((f.metadata() or {}).get("kdyn", "{}"))
+    return meta if meta.get("format") == FORMAT else None
+
+
 def load(path: Path) -> CircuitFile:
     try:
+        meta = _meta(path)
+        if meta is None:
+            raise KdynError(f"{path} is not a kdyn circuit file; rerun `kdyn circuits`")
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise KdynError(f"{path} is not a kdyn circuit file (format {meta.get('format')!r}); rerun `kdyn circuits`")
             t = {k: f.get_tensor(k) for k in ("scores", "valid", "circuit", "scores_per_prompt")}
     except KdynError:
         raise
     except Exception as e:  # safetensors raises its own error types for damaged files
-        raise KdynError(f"{path} is not a readable safetensors file ({type(e).__name__}); rerun `kdyn circuits`") from None
-    prompts = json.loads(meta["prompts"])
-    metrics = {k: _nan(v) for k, v in json.loads(meta["metrics"]).items()}
-    return CircuitFile(step=int(meta["step"]), relation=meta["relation"], shape=Shape(**json.loads(meta["shape"])),
-                       kv_readers=meta["kv_readers"], writers=json.loads(meta["writers"]),
-                       readers=json.loads(meta["readers"]), valid=t["valid"].numpy().astype(bool),
-                       scores=t["scores"].numpy(), circuit=t["circuit"].numpy().astype(bool),
-                       per_prompt=t["scores_per_prompt"].float().numpy(), probe_ids=prompts["probe_ids"],
-                       fact_ids=prompts["fact_ids"], settings=json.loads(meta["settings"]), metrics=metrics,
-                       curve=[[_nan(v) for v in row] for row in json.loads(meta["curve"])],
-                       lens=[[_nan(v) for v in row] for row in json.loads(meta["lens"])])  # fmt: skip
+        raise KdynError(f"{path} is not a readable circuit file ({type(e).__name__}); rerun `kdyn circuits`") from None
+    return CircuitFile(step=int(meta["step"]), relation=meta["relation"], shape=Shape(**meta["shape"]),
+                       kv_readers=meta["kv_readers"], writers=meta["writers"], readers=meta["readers"],
+                       valid=t["valid"].numpy().astype(bool), scores=t["scores"].numpy(),
+                       circuit=t["circuit"].numpy().astype(bool), per_prompt=t["scores_per_prompt"].float().numpy(),
+                       probe_ids=meta["prompts"]["probe_ids"], fact_ids=meta["prompts"]["fact_ids"],
+                       settings=meta["settings"], metrics={k: _nan(v) for k, v in meta["metrics"].items()},
+                       curve=[[_nan(v) for v in row] for row in meta["curve"]],
+                       lens=[[_nan(v) for v in row] for row in meta["lens"]])  # fmt: skip
 
 
 def settings_of(path: Path) -> dict[str, Any] | None:
-    """The settings a stored file was made with (None when absent or unreadable)."""
+    """The settings a stored file was made with (None when absent or unreadable: it is then recomputed)."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return json.loads(meta["settings"]) if meta.get("format") == FORMAT else None
-    except Exception:  # any unreadable file is simply recomputed
+        meta = _meta(path)
+    except Exception:  # absent or damaged
         return None
+    return meta["settings"] if meta is not None else None
