@@ -65,8 +65,8 @@ def change_points(files: list[CircuitFile], cfg: CircuitsConfig) -> dict[str, di
     n = files[0].per_prompt.shape[0]
     boot: dict[str, list[int]] = {name: [] for name in SERIES}
     for _ in range(cfg.bootstrap):
-        rows = rng.integers(0, n, size=n)
-        means = [f.dense(f.per_prompt[rows].mean(0)) for f in files]
+        weights = np.bincount(rng.integers(0, n, size=n), minlength=n) / n  # [N] resampled prompt weights
+        means = [f.dense(weights @ f.per_prompt) for f in files]
         for name, (st, vals) in series(steps, means, [select(graph, m, cfg) for m in means]).items():
             step = change_step(st, vals)
             if step is not None:

@@ -44,11 +44,18 @@ class Graph:
     blocks: list[Block]
     membership: np.ndarray  # [V, N] bool: which node(s) a reader is an input of (N = U + 1, the last is logits)
     valid: np.ndarray = field(init=False)  # [U, V] bool
+    edge_index: np.ndarray = field(init=False)  # [E] flat indices of the valid pairs, row-major
+    member_pairs: tuple[np.ndarray, np.ndarray] = field(init=False)  # (reader, node) of every membership
+    block_nodes: list[np.ndarray] = field(init=False)  # per block: the writer nodes its readers feed
 
     def __post_init__(self) -> None:
         self.valid = np.zeros((len(self.writers), len(self.readers)), dtype=bool)
         for b in self.blocks:
             self.valid[: b.upstream, b.readers] = True
+        self.edge_index = np.flatnonzero(self.valid)
+        self.member_pairs = np.nonzero(self.membership)
+        U = len(self.writers)
+        self.block_nodes = [n[n < U] for n in (np.flatnonzero(self.membership[b.readers].any(0)) for b in self.blocks)]
 
     @property
     def n_edges(self) -> int:
@@ -124,12 +131,20 @@ def build_graph(shape: Shape, kv_readers: KvReaders = "query") -> Graph:
 
 def top_k(graph: Graph, scores: np.ndarray, k: int) -> np.ndarray:
     """[U, V] bool: the k valid edges with the largest |score| (ties broken by edge order, deterministically)."""
-    flat = np.flatnonzero(graph.valid)
-    k = max(0, min(int(k), flat.size))
-    order = np.argsort(-np.abs(scores.ravel()[flat]), kind="stable")[:k]
+    a = np.abs(scores.ravel()[graph.edge_index])
     keep = np.zeros(graph.valid.size, dtype=bool)
-    keep[flat[order]] = True
+    keep[graph.edge_index[largest(a, k)]] = True
     return keep.reshape(graph.valid.shape)
+
+
+def largest(a: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values of a (ties: the lowest indices), by partition rather than a full sort."""
+    k = max(0, min(int(k), a.size))
+    if k in (0, a.size):
+        return np.arange(k)
+    kth = np.partition(a, a.size - k)[a.size - k]
+    above = np.flatnonzero(a > kth)
+    return np.concatenate([above, np.flatnonzero(a == kth)[: k - above.size]])
 
 
 def top_fraction(graph: Graph, scores: np.ndarray, fraction: float) -> np.ndarray:
@@ -143,8 +158,9 @@ def threshold(graph: Graph, scores: np.ndarray, min_abs: float) -> np.ndarray:
 def prune(graph: Graph, keep: np.ndarray) -> np.ndarray:
     """Drop dangling edges: keep an edge only if its source is reached from the input and its reader feeds a
     node that reaches the logits, through kept edges. One forward and one backward sweep suffice."""
-    U = len(graph.writers)
+    U, V = keep.shape
     R = graph.membership  # [V, N]
+    rv, rn = graph.member_pairs
     reached = np.zeros(U + 1, dtype=bool)
     reached[0] = True
     for b in graph.blocks:  # forward order
@@ -152,12 +168,10 @@ def prune(graph: Graph, keep: np.ndarray) -> np.ndarray:
         reached |= (R[b.readers] & fed[:, None]).any(0)
     useful = np.zeros(U + 1, dtype=bool)
     useful[U] = reached[U]
-    for b in reversed(graph.blocks):
-        needed = (R & useful[None, :]).any(1)  # [V]
-        writers = np.flatnonzero(R[b.readers].any(0))  # the nodes these readers belong to ...
-        writers = writers[writers < U]
-        useful[writers] = (keep[writers] & needed[None, :]).any(1) & reached[writers]  # ... are useful if they feed on
-    needed = (R & useful[None, :]).any(1)
+    for nodes in reversed(graph.block_nodes):  # the nodes a block's readers feed are useful if they feed on
+        needed = np.bincount(rv, weights=useful[rn], minlength=V) > 0  # [V]: a reader of a useful node
+        useful[nodes] = (keep[nodes] & needed[None, :]).any(1) & reached[nodes]
+    needed = np.bincount(rv, weights=useful[rn], minlength=V) > 0
     return keep & reached[:U, None] & needed[None, :]
 
 
