@@ -42,6 +42,9 @@ class Batch:
     def __len__(self) -> int:
         return self.clean.shape[0]
 
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(t.to(device) for t in (self.clean, self.corrupt, self.last, self.target, self.foil)))
+
 
 @dataclass
 class BatchResult:
@@ -58,7 +61,7 @@ def logit_diff(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
 
 def new_writes(hooked: HookedLM, batch: Batch) -> torch.Tensor:
     s = hooked.shape
-    return torch.zeros(len(hooked.graph.writers), len(batch), batch.clean.shape[1] - batch.p0, s.d_model)
+    return torch.zeros(len(hooked.graph.writers), len(batch), batch.clean.shape[1] - batch.p0, s.d_model, device=hooked.device)
 
 
 def run_corrupted(hooked: HookedLM, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +78,7 @@ def attribute(hooked: HookedLM, batch: Batch, method: Method = "eap-ig", steps: 
     p0, g = batch.p0, hooked.graph
     corrupt_logits, corrupt_writes = run_corrupted(hooked, batch)
     clean_writes = new_writes(hooked, batch)
-    grads = torch.zeros(len(g.readers), len(batch), batch.clean.shape[1] - p0, hooked.shape.d_model)  # [V, B, P', d]
+    grads = torch.zeros(len(g.readers), len(batch), batch.clean.shape[1] - p0, hooked.shape.d_model, device=hooked.device)  # [V, B, P', d]
     with torch.no_grad():
         e_clean, e_corrupt = hooked.embed(batch.clean), hooked.embed(batch.corrupt)  # [B, P, d]
     lens: list[torch.Tensor] = []
@@ -95,7 +98,7 @@ def edge_scores(hooked: HookedLM, diff: torch.Tensor, grads: torch.Tensor) -> to
     """diff [U, B, P', d] · grads [V, B, P', d] summed over positions and d → [B, U, V], upstream pairs only."""
     U, B = diff.shape[:2]
     V = grads.shape[0]
-    out = torch.zeros(B, U, V)
+    out = torch.zeros(B, U, V, device=diff.device)
     flat_diff = diff.transpose(0, 1).reshape(B, U, -1)  # [B, U, P'd] (one copy)
     flat_grads = grads.reshape(V, B, -1)  # [V, B, P'd]
     for b in hooked.graph.blocks:

@@ -49,7 +49,7 @@ def patched_logits(hooked: HookedLM, batch: Batch, corrupt_writes: torch.Tensor,
     """[B, vocab] logits of the clean prompts with edge u → v carrying coef[u, v] of its corrupted activation
     difference (1: patched, 0: kept); differentiable in coef (call inside `hooked.attached()`)."""
     st = RunState(p0=batch.p0, last=batch.last, diff=corrupt_writes.clone(), coef=coef,
-                  total=torch.zeros(corrupt_writes.shape[1:]))  # fmt: skip
+                  total=torch.zeros(corrupt_writes.shape[1:], device=corrupt_writes.device))  # fmt: skip
     return hooked.forward(hooked.embed(batch.clean), st)
 
 
@@ -84,7 +84,7 @@ class Evaluator:
     def run(self, keeps: list[np.ndarray]) -> list[Outcome]:
         """For each circuit `keep` [U, V]: the clean prompts with every edge outside it carrying its corrupted
         value. Batch by batch, so only one batch's corrupted writes are ever held."""
-        coefs = [torch.from_numpy(self.hooked.graph.valid & ~k).float() for k in keeps]  # [U, V] each
+        coefs = [torch.from_numpy(self.hooked.graph.valid & ~k).float().to(self.hooked.device) for k in keeps]  # [U, V]
         logits: list[list[torch.Tensor]] = [[] for _ in keeps]
         with torch.no_grad():
             for b in self.batches:
@@ -142,5 +142,5 @@ def logit_lens(hooked: HookedLM, batches: list[Batch], results: list[BatchResult
         for b, r in zip(batches, results):
             per_layer = [target_ranks(hooked.unembed(hooked.final_norm(h)), b.target) for h in r.lens[1:]]
             ranks.append(torch.stack(per_layer))  # [L, B]
-    all_ranks = torch.cat(ranks, dim=1).double()  # [L, N]
+    all_ranks = torch.cat(ranks, dim=1).double().cpu()  # [L, N]
     return [[layer, float(row.mean()), float(np.median(row.numpy()))] for layer, row in enumerate(all_ranks)]

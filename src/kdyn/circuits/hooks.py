@@ -66,6 +66,7 @@ class HookedLM:
         self.layers = get(model, self.ad.layers)
         self.weights = [head_weights(self.ad, block, self.shape) for block in self.layers]
         self.attn_norms = [norm_gain(get(block, self.ad.attn_norm), self.ad.norm) for block in self.layers]
+        self.device = next(model.parameters()).device  # buffers live here, in float32 whatever the model's dtype
         self.state: RunState | None = None
         s = self.shape
         self.repeat_kv = kv_readers == "query" and s.n_kv_heads < s.n_heads
@@ -222,7 +223,7 @@ class HookedLM:
             else:
                 delta = self._combine(st, 0, block.upstream, block.readers)
             if delta is not None:
-                x = torch.cat([x[:, : st.p0], x[:, st.p0 :] + delta[0]], dim=1)
+                x = torch.cat([x[:, : st.p0], (x[:, st.p0 :] + delta[0]).to(x.dtype)], dim=1)
         if st.grads is not None:
             x = x.clone()  # a private copy: its gradient is this reader's alone
             x.register_hook(partial(self._reader_grad, st, block))
@@ -260,7 +261,8 @@ class HookedLM:
         readers = self.graph.attn_readers(layer, which)  # type: ignore[arg-type]
         if st.pending is not None:
             first = self.graph.blocks[2 * layer].readers.start
-            x = st.resid[layer][:, st.p0 :] + st.pending[readers.start - first : readers.stop - first]  # [n, B, P', d]
+            r = st.resid[layer][:, st.p0 :]
+            x = (r + st.pending[readers.start - first : readers.stop - first]).to(r.dtype)  # [n, B, P', d]
             y = torch.cat([y[:, : st.p0], self._project(layer, which, x)], dim=1)
         if st.grads is not None:
             y.register_hook(partial(self._projection_grad, st, layer, which, readers))

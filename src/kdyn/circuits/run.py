@@ -131,10 +131,10 @@ def settings(cfg: CircuitsConfig, prompts: PromptSet) -> dict[str, Any]:
 
 def analyse(hooked: HookedLM, prompts: PromptSet, cfg: CircuitsConfig, step: int, pad_id: int) -> CircuitFile:
     """Attribute, select, evaluate and logit-lens one checkpoint on one relation's prompts."""
-    bs = batches(prompts.pairs, cfg.batch_size, pad_id)
+    bs = [b.to(hooked.device) for b in batches(prompts.pairs, cfg.batch_size, pad_id)]
     with hooked.attached():
         results = [attribute(hooked, b, cfg.method, cfg.ig_steps) for b in bs]
-        per_prompt = torch.cat([r.scores for r in results])  # [N, U, V]
+        per_prompt = torch.cat([r.scores for r in results]).cpu()  # [N, U, V]
         scores = per_prompt.mean(0).numpy()
         circuit, metrics, curve = evaluate(Evaluator(hooked, bs, results, cfg.min_metric_gap), scores, cfg, prompts.relation)
         lens = logit_lens(hooked, bs, results)
