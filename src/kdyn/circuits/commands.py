@@ -51,11 +51,12 @@ def circuits_cmd(
 
 
 def metrics_table(rows: list[dict[str, Any]]) -> Table:
-    cols = ("relation", "step", "n_prompts", "n_edges", "faithfulness", "faithfulness_random", "hit10_circuit",
-            "entropy", "jaccard_edges_prev", "noise_floor_jaccard")  # fmt: skip
-    table = Table(title="knowledge circuits per checkpoint")
-    for c in cols:
-        table.add_column(c.replace("_", " "), justify="left" if c == "relation" else "right")
+    cols = {"relation": "relation", "step": "step", "n_prompts": "prompts", "n_edges": "edges",
+            "faithfulness": "faithful", "faithfulness_random": "random", "entropy": "entropy",
+            "jaccard_edges_prev": "J prev", "noise_floor_jaccard": "J noise"}  # fmt: skip
+    table = Table(title="knowledge circuits per checkpoint (J: edge Jaccard; noise: split-half floor)")
+    for c, header in cols.items():
+        table.add_column(header, justify="left" if c == "relation" else "right")
     for r in rows:
         table.add_row(*[fmt(r[c]) for c in cols])
     return table

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kdyn.circuits.attribution import attribute
 from kdyn.circuits.changepoint import change_points
@@ -150,39 +151,51 @@ def analyse(hooked: HookedLM, prompts: PromptSet, cfg: CircuitsConfig, step: int
 def circuits(run_dir: str | Path, cfg: CircuitsConfig | None = None, overrides: list[str] | None = None,
              checkpoints: list[int] | None = None, relations: list[str] | None = None, force: bool = False,
              console: Console | None = None) -> CircuitsResult:  # fmt: skip
+    """Circuits at the chosen checkpoints of a run, then every table; returns the metric rows and change points."""
     run = Path(run_dir)
     run_config = read_run_config(run)
     cfg = cfg if cfg is not None else circuits_config(run_config, overrides)
     steps = choose_steps(available_steps(run), cfg, checkpoints)
     facts, cloze = read_bench(run / "bench")
     relations = list(relations or cfg.relations or [default_relation(facts, cloze)])
-    say = console.print if console is not None else (lambda *a, **k: None)
-    prompt_sets: dict[str, PromptSet] = {}
     result = CircuitsResult(out_dir=run / "circuits", metrics=[], change_point={}, steps=steps)
-    for step in steps:
-        lm: LoadedModel | None = None
-        for relation in relations:
-            if relation not in prompt_sets:
-                lm = lm or load_step(run, run_config["model"], step)
-                prompt_sets[relation] = build_prompts(run / "bench", relation, lm.tokenizer, cfg.n_prompts, cfg.seed)
-                write_json(run / "circuits" / f"prompts.{relation}.json", prompt_sets[relation].to_json())
-            path = path_for(run, step, relation)
-            if not force and settings_of(path) == settings(cfg, prompt_sets[relation]):
-                continue
-            t0 = time.time()
-            lm = lm or load_step(run, run_config["model"], step)
-            tok = lm.tokenizer
-            pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-            cf = analyse(HookedLM(lm.model, cfg.kv_readers), prompt_sets[relation], cfg, step, pad)
-            save(path, cf)
-            result.computed.append((step, relation))
-            m = cf.metrics
-            say(f"circuits step {step:06d} {relation}: {len(cf.probe_ids)} prompts ({m['n_unpaired']} unpaired), "
-                f"{int(cf.circuit.sum())} of {int(cf.valid.sum())} edges, faithfulness {m['faithfulness']:.3f} "
-                f"(random {m['faithfulness_random']:.3f}), {time.time() - t0:.0f} s", highlight=False)  # fmt: skip
-        del lm
+    prompt_sets: dict[str, PromptSet] = {}
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, disable=console is None, transient=True)  # fmt: skip
+    with bar:
+        task = bar.add_task("circuits", total=len(steps) * len(relations))
+        for step in steps:
+            lm: LoadedModel | None = None
+            for relation in relations:
+                bar.update(task, description=f"circuits: step {step}, {relation}")
+                if relation not in prompt_sets:
+                    lm = lm or load_step(run, run_config["model"], step)
+                    prompt_sets[relation] = build_prompts(run / "bench", relation, lm.tokenizer, cfg.n_prompts, cfg.seed)
+                    write_json(run / "circuits" / f"prompts.{relation}.json", prompt_sets[relation].to_json())
+                path = path_for(run, step, relation)
+                if force or settings_of(path) != settings(cfg, prompt_sets[relation]):
+                    t0 = time.time()
+                    lm = lm or load_step(run, run_config["model"], step)
+                    save(path, analyse(HookedLM(lm.model, cfg.kv_readers), prompt_sets[relation], cfg, step, pad_id(lm)))
+                    result.computed.append((step, relation))
+                    if console is not None:
+                        bar.console.print(summary_line(load(path), time.time() - t0), highlight=False)
+                bar.advance(task)
+            del lm
     write_tables(run, relations, steps, cfg, result)
     return result
+
+
+def pad_id(lm: LoadedModel) -> int:
+    tok = lm.tokenizer
+    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+
+def summary_line(cf: CircuitFile, seconds: float) -> str:
+    m = cf.metrics
+    return (f"circuits step {cf.step:06d} {cf.relation}: {len(cf.probe_ids)} prompts ({m['n_unpaired']} unpaired), "
+            f"{int(cf.circuit.sum())} of {int(cf.valid.sum())} edges, faithfulness {m['faithfulness']:.3f} "
+            f"(random {m['faithfulness_random']:.3f}), {seconds:.0f} s")  # fmt: skip
 
 
 def write_tables(run: Path, relations: list[str], steps: list[int], cfg: CircuitsConfig, result: CircuitsResult) -> None:
