@@ -30,6 +30,7 @@ class CircuitsConfig:
     fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))  # faithfulness curve
     min_metric_gap: float = 0.1  # |clean − corrupted| below this (logits): faithfulness is NaN and flagged
     batch_size: int = 8  # prompts per forward pass (memory grows with it; speed hardly does on a CPU)
+    threads: int = 0  # torch CPU threads; 0 leaves the current setting (on a busy machine 1 can be much faster)
     bootstrap: int = 200  # replicates for the change-point and dynamics intervals (resampling prompts)
     noise_splits: int = 10  # random split-halves of the prompts for the noise floor
     seed: int = 0
@@ -47,6 +48,8 @@ class CircuitsConfig:
             raise ValueError("top_fraction must be in (0, 1]")
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
             raise ValueError("fractions must be a non-empty list of numbers in (0, 1]")
+        if self.threads < 0:
+            raise ValueError("threads must be 0 (leave torch's setting) or a positive count")
         if self.batch_size < 1 or self.bootstrap < 1 or self.noise_splits < 1:
             raise ValueError("batch_size, bootstrap and noise_splits must be at least 1")
         if self.max_checkpoints == 1 or self.max_checkpoints < 0:

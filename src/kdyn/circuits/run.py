@@ -156,6 +156,8 @@ def circuits(run_dir: str | Path, cfg: CircuitsConfig | None = None, overrides: 
     run_config = read_run_config(run)
     cfg = cfg if cfg is not None else circuits_config(run_config, overrides)
     steps = choose_steps(available_steps(run), cfg, checkpoints)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     facts, cloze = read_bench(run / "bench")
     relations = list(relations or cfg.relations or [default_relation(facts, cloze)])
     result = CircuitsResult(out_dir=run / "circuits", metrics=[], change_point={}, steps=steps)
