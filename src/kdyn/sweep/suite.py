@@ -3,7 +3,7 @@
 A suite is YAML; the built-in ones live in kdyn/configs/suites/ and start with the command that runs them:
 
     name: strategies
-    base: quickstart               # experiment config: built-in name or YAML path (relative to the suite file)
+    base: quickstart               # experiment config: built-in name or YAML path (relative to the suite's folder)
     overrides: [train.epochs=4]    # --set values for every run
     seeds: [0, 1, 2]               # each seed is written into every key of seed_keys
     seed_keys: [train.seed]        # the benchmark seed stays fixed, so all runs share their probes
@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -142,12 +143,14 @@ def builtin_suites() -> list[str]:
 
 
 def resolve_base(base: str, suite_path: Path | None) -> str:
-    """A built-in experiment name stays; a path is made absolute (relative paths start at the suite file)."""
+    """A built-in experiment name stays; a path is made absolute. Relative paths start at the suite file's
+    folder (for a built-in suite: kdyn/configs/suites/)."""
     if base in builtin_config_names():
         return base
     path = Path(base)
-    if not path.is_absolute() and suite_path is not None and (suite_path.parent / path).is_file():
-        path = suite_path.parent / path
+    folder = suite_path.parent if suite_path is not None else Path(str(resources.files("kdyn").joinpath(*SUITES_DIR.split("/"))))
+    if not path.is_absolute() and (folder / path).is_file():
+        path = folder / path
     return str(path.resolve()) if path.is_file() else base
 
 

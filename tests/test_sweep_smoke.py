@@ -1,0 +1,77 @@
+"""`kdyn sweep strategies --smoke` end to end through the real CLI (the issue's CI check): all eight strategies
+run as separate processes, the comparison and report are written, a second sweep skips every run, and a run
+whose config no longer matches the suite is reported and left alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from kdyn.sweep import load_suite, sweep
+from kdyn.sweep.outputs import report_available
+
+STRATEGIES = ["full", "lora", "replay", "kl", "sam", "formats", "sam+formats", "paraphrase"]
+
+
+def kdyn_sweep(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kdyn", "sweep", "strategies", "--smoke", *args],
+                          capture_output=True, text=True, timeout=1800)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "strategies"
+    done = kdyn_sweep("--out", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, done
+
+
+def test_every_strategy_runs_and_is_compared(smoke):
+    out, done = smoke
+    assert "sweep 'strategies-smoke': 8 runs (8 complete)" in done.stdout
+    state = json.loads((out / "sweep.json").read_text())
+    assert [p["name"] for p in state["points"]] == [f"{s}-s0" for s in STRATEGIES]
+    assert all(p["outcome"] == "complete" and p["returncode"] == 0 for p in state["points"])
+    for s in STRATEGIES:
+        run = out / f"{s}-s0"
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["status"] == "complete" and manifest["strategy"] == s
+        assert (run / "analysis" / "summary.json").is_file() and not (run / "state").exists()
+    config = yaml.safe_load((out / "formats-s0" / "config.yaml").read_text())
+    assert config["bench"]["formats"] == ["prose", "json", "table"] and config["train"]["sam"]["rho"] == 0
+    runs = pq.read_table(out / "comparison" / "compare_runs.parquet").to_pandas()
+    assert sorted(set(runs["strategy"])) == sorted(STRATEGIES) and runs["n"].min() > 0
+    tests = pq.read_table(out / "comparison" / "compare_tests.parquet").to_pandas()
+    assert len(set(zip(tests["run_a"], tests["run_b"]))) == 8 * 7 // 2  # every pair, on the same probes
+    exposure = pq.read_table(out / "comparison" / "exposure_runs.parquet").to_pandas()
+    assert set(exposure["run"]) == {f"{s}-s0" for s in STRATEGIES} and set(exposure["bucket"]) == {"medium"}
+    assert (out / "report.html").is_file() == report_available()
+
+
+def test_a_second_sweep_skips_every_run(smoke):
+    out, _ = smoke
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/probes.parquet")}
+    again = kdyn_sweep("--out", str(out))
+    assert again.returncode == 0 and again.stdout.count("finished earlier, skipped") == 8, again.stdout[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/probes.parquet")} == before
+    points = json.loads((out / "sweep.json").read_text())["points"]
+    assert all(p["outcome"] == "skipped" and p["seconds"] > 0 for p in points)  # earlier times are kept
+
+
+def test_a_stale_run_is_reported_and_left_alone(smoke, tmp_path):
+    out, _ = smoke
+    shutil.copytree(out / "full-s0", tmp_path / "full-s0")
+    config = yaml.safe_load((tmp_path / "full-s0" / "config.yaml").read_text())
+    config["train"]["optimizer"]["lr"] = 0.5
+    (tmp_path / "full-s0" / "config.yaml").write_text(yaml.safe_dump(config))
+    result = sweep(load_suite("strategies", smoke=True), tmp_path, only=["full"], say=lambda s: None, compare=False)
+    (run,) = [r for r in result.runs if r.outcome != "not selected"]
+    assert run.outcome == "stale" and result.failed == ["full-s0"]
+    assert "at train.optimizer.lr (0.5 → 0.0002)" in run.error
+    assert not (tmp_path / "logs").exists()  # nothing ran
