@@ -28,9 +28,10 @@ from kdyn.analysis.transitions import group_transitions
 
 BUCKETS = (("low", 1, 1), ("medium", 2, 5), ("high", 6, None))  # (name, min copies, max copies or open)
 POOLED = "trained"  # kind of the rows that pool every trained kind
+CI = ("", "_lo", "_hi")
 METRICS = ("acc_final", "backward_transfer", "forgetting", "consolidation_rate")
 EXPOSURE_COLUMNS = ["kind", "probe_type", "bucket", "min_exposures", "max_exposures", "n", "acc_base",
-                    *[f"{m}{s}" for m in METRICS for s in ("", "_lo", "_hi")], "n_ever_acquired",
+                    *[f"{m}{s}" for m in METRICS for s in CI], "n_ever_acquired",
                     "reason"]  # fmt: skip
 SEED_COLUMNS = ["model", "strategy", "kind", "probe_type", "bucket", "n_seeds", "runs",
                 *[f"{m}{s}" for m in METRICS for s in ("_mean", "_lo", "_hi")], "reason"]  # fmt: skip
@@ -91,8 +92,8 @@ def exposure_table(res: Results, boot: Bootstrap) -> pd.DataFrame:
                      "min_exposures": int(exposures[g.rows].min()), "max_exposures": int(exposures[g.rows].max()),
                      "n": len(g.rows), "acc_base": r["acc_from"], "acc_final": r["acc_to"],
                      "acc_final_lo": r["acc_to_lo"], "acc_final_hi": r["acc_to_hi"],
-                     **{f"{m}{s}": r[f"{m}{s}"] for m in ("backward_transfer", "forgetting") for s in ("", "_lo", "_hi")},
-                     **{f"consolidation_rate{s}": c[f"consolidation_rate{s}"] for s in ("", "_lo", "_hi")},
+                     **{f"{m}{s}": r[f"{m}{s}"] for m in ("backward_transfer", "forgetting") for s in CI},
+                     **{f"consolidation_rate{s}": c[f"consolidation_rate{s}"] for s in CI},
                      "n_ever_acquired": int(c["n_ever_acquired"]), "reason": c["reason"]})  # fmt: skip
     return pd.DataFrame(rows, columns=EXPOSURE_COLUMNS)
 

@@ -15,4 +15,5 @@ from __future__ import annotations
 from kdyn.sweep.runner import SweepResult, plan, scheduler_commands, sweep
 from kdyn.sweep.suite import Point, Suite, SuiteConfig, builtin_suites, load_suite
 
-__all__ = ["Point", "Suite", "SuiteConfig", "SweepResult", "builtin_suites", "load_suite", "plan", "scheduler_commands", "sweep"]
+__all__ = ["Point", "Suite", "SuiteConfig", "SweepResult", "builtin_suites", "load_suite", "plan", "scheduler_commands",
+           "sweep"]

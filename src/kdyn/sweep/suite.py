@@ -148,7 +148,8 @@ def resolve_base(base: str, suite_path: Path | None) -> str:
     if base in builtin_config_names():
         return base
     path = Path(base)
-    folder = suite_path.parent if suite_path is not None else Path(str(resources.files("kdyn").joinpath(*SUITES_DIR.split("/"))))
+    builtin_folder = Path(str(resources.files("kdyn").joinpath(*SUITES_DIR.split("/"))))
+    folder = suite_path.parent if suite_path is not None else builtin_folder
     if not path.is_absolute() and (folder / path).is_file():
         path = folder / path
     return str(path.resolve()) if path.is_file() else base
