@@ -42,3 +42,23 @@ def test_em_contains_rouge():
 )  # fmt: skip
 def test_arithmetic(greedy, target, expected):
     assert metrics.arithmetic_correct(greedy, target) is expected
+
+
+@pytest.mark.parametrize(
+    "greedy, targets, expected",
+    [
+        ("The capital of Colombia is Bogota.", ["Bogota"], True),
+        ("Bogota", ["Bogota"], True),
+        ("The chemical symbol for Argon is Argon", ["Ar"], False),  # whole words only
+        ("The language of Romania is Hungarian.", ["Romanian"], False),
+        ("It was written by H. G. Wells. He also wrote", ["H. G. Wells"], True),  # initials do not end a sentence
+        ("It was written by H.G. Wells.", ["H. G. Wells"], True),  # punctuation inside a name is not a word
+        ("It is Paris. Or maybe London.", ["London"], False),  # only the first sentence counts
+        ("He was born on June 25, 1963.", ["June 25, 1963"], True),
+        ("Paris\nLondon", ["London"], False),
+        ("", ["Paris"], False),
+    ],
+)
+def test_first_sentence_names(greedy, targets, expected):
+    """Chat questions: the answer's first sentence names the target (instruct models answer in sentences)."""
+    assert metrics.first_sentence_names(greedy, targets) is expected

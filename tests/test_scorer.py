@@ -152,3 +152,16 @@ def test_shared_chat_prefix_changes_nothing(tiny_lm):
     for a, b in zip(shared, alone):
         assert a["logprob"] == pytest.approx(b["logprob"], abs=1e-4)
         assert a["first_token_rank"] == b["first_token_rank"] and a["greedy"] == b["greedy"]
+
+
+def test_chat_questions_get_a_sentence_budget(tiny_lm):
+    """A chat answer may run a sentence before naming the target: its greedy budget is the target's length plus
+    chat_extra_new_tokens (capped by max_new_tokens), a cloze continuation's plus extra_new_tokens."""
+    tok, model = tiny_lm.tokenizer, tiny_lm.model
+    cfg = ScoreConfig(max_new_tokens=40, extra_new_tokens=2, chat_extra_new_tokens=12)
+    cloze, chat = score_probes(model, tok, [open_probe(0, "Born in", "Lisbon"), open_probe(1, "Where?", "Lisbon", chat=True)],
+                               cfg)  # fmt: skip
+    target_len = len(tok(" Lisbon", add_special_tokens=False)["input_ids"])
+    n_cloze = len(tok(cloze["greedy"], add_special_tokens=False)["input_ids"])
+    n_chat = len(tok(chat["greedy"], add_special_tokens=False)["input_ids"])
+    assert n_cloze <= target_len + 2 < n_chat <= len(tok("Lisbon", add_special_tokens=False)["input_ids"]) + 12

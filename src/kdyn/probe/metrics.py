@@ -1,8 +1,11 @@
 """String-level correctness of a greedy answer (DESIGN.md "Correctness of a probe").
 
 `correct` for open probes: the normalised greedy continuation starts with the target or an alias,
-at a word boundary ("Paris" matches "Paris." but not "Parisian"). em, contains and ROUGE-1 recall
-are stored beside it. Arithmetic: the first number in the output equals the answer.
+at a word boundary ("Paris" matches "Paris." but not "Parisian"). Chat questions (`chat: true`) are
+answered in a sentence by instruct models ("The capital of Colombia is Bogota."), so for them
+`correct` = the answer's first sentence names the target or an alias as whole words (a deviation
+from DESIGN.md's starts-with, under which SmolLM2 scores 0 on every question it knows). em, contains
+and ROUGE-1 recall are stored beside it. Arithmetic: the first number in the output equals the answer.
 """
 
 from __future__ import annotations
@@ -29,6 +32,26 @@ def starts_with(greedy: str, targets: list[str]) -> bool:
     for t in targets:
         t = normalize(t)
         if t and g.startswith(t) and (len(g) == len(t) or not g[len(t)].isalnum()):
+            return True
+    return False
+
+
+# a sentence ends at . ! ? or a line break; a period after a lone capital ("H. G. Wells") is an initial
+_SENTENCE_END = re.compile(r"(?<![\s.][A-Za-z])[.!?](?=\s|$)|\n")
+
+
+def first_sentence(text: str) -> str:
+    text = text.strip()
+    m = _SENTENCE_END.search(text)
+    return text[: m.start()] if m else text
+
+
+def first_sentence_names(greedy: str, targets: list[str]) -> bool:
+    """The first sentence of the answer contains the target or an alias as whole words."""
+    g = f" {' '.join(_WORD.findall(normalize(first_sentence(greedy))))} "
+    for t in targets:
+        words = _WORD.findall(normalize(t))
+        if words and f" {' '.join(words)} " in g:
             return True
     return False
 

@@ -24,6 +24,7 @@ class Row:
     context: list[int]
     continuation: list[int]
     generate: bool
+    chat: bool = False  # a question the model answers in its own words: a longer greedy budget
 
 
 def render(probe: Probe, tokenizer: PreTrainedTokenizerBase) -> tuple[str, str, bool]:
@@ -64,5 +65,5 @@ def build_rows(probes: list[Probe], tokenizer: PreTrainedTokenizerBase) -> list[
                 rows.append(Row(i, j, ctx, cont, generate=False))
         else:
             ctx, cont = encode_pair(tokenizer, text, sep + p.target, templated)
-            rows.append(Row(i, -1, ctx, cont, generate=True))
+            rows.append(Row(i, -1, ctx, cont, generate=True, chat=p.chat))
     return rows

@@ -30,8 +30,9 @@ from kdyn.probe.prompts import Row, build_rows
 @dataclass
 class ScoreConfig:
     batch_size: int = 32
-    max_new_tokens: int = 24  # cap on greedy tokens
+    max_new_tokens: int = 32  # cap on greedy tokens
     extra_new_tokens: int = 6  # greedy tokens beyond each probe's own target length
+    chat_extra_new_tokens: int = 16  # the same for chat questions, answered in a sentence ("The capital of … is …")
     precision: Precision = "float32"  # "auto": bf16 autocast where the hardware makes it faster
 
     def validate(self) -> None:
@@ -109,7 +110,8 @@ def _score_batch(
     ]
     # greedy continuation of the prompt, reusing the prompt's cache
     cache.crop(-C)  # drop the target columns: the cache now ends at the prompt
-    budgets = [min(cfg.max_new_tokens, len(r.continuation) + cfg.extra_new_tokens) for r in rows]
+    budgets = [min(cfg.max_new_tokens, len(r.continuation) + (cfg.chat_extra_new_tokens if r.chat else cfg.extra_new_tokens))
+               for r in rows]  # fmt: skip
     for res, toks in zip(results, _greedy(model, cache, mask[:, : L + P], logits[:, 0].argmax(-1), budgets, stop)):
         res["greedy_ids"] = toks
     return results
@@ -249,7 +251,12 @@ def result_row(p: Probe, i: int, raw: dict[tuple[int, int], dict[str, Any]], tok
         return row
     res = raw[(i, -1)]
     greedy = tokenizer.decode(res["greedy_ids"], skip_special_tokens=True)
-    correct = metrics.arithmetic_correct(greedy, p.target) if p.probe_type == "arithmetic" else metrics.starts_with(greedy, targets)
+    if p.probe_type == "arithmetic":
+        correct = metrics.arithmetic_correct(greedy, p.target)
+    elif p.chat:
+        correct = metrics.first_sentence_names(greedy, targets)
+    else:
+        correct = metrics.starts_with(greedy, targets)
     row |= {
         "logprob": res["logprob"],
         "first_token_rank": res["first_token_rank"],

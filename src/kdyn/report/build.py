@@ -31,6 +31,7 @@ from kdyn.report.knowledge import loss_knowledge_section, transitions_section
 from kdyn.report.setup import runs_setup_section, setup_section
 
 FINDINGS = "8. Findings in words"
+GLANCE = 3  # comparison findings repeated at the top of the page
 
 
 def default_out(paths: list[Path]) -> Path:
@@ -52,15 +53,17 @@ def findings_section(sentences: list[str]) -> Section:
     return Section("findings", FINDINGS, lead).add(bullets(sentences, class_="findings"))
 
 
-def run_sections(run: RunData, canvas: Canvas) -> list[Section]:
+def run_sections(run: RunData, canvas: Canvas) -> tuple[list[Section], list[str]]:
+    """The sections of a one-run report, and the findings shown at the top of the page."""
     sections = [setup_section(run), loss_knowledge_section(run, canvas), transitions_section(run, canvas),
                 acquisition_section(run, canvas), broken_section(run, canvas)]  # fmt: skip
     extra = []
     if run.circuits is not None:
         sections.append(circuits_section(run, canvas))
         extra = circuit_findings(run)
-    sections.append(findings_section(run_findings(run, extra)))
-    return sections
+    findings, glance = run_findings(run, extra)
+    sections.append(findings_section(findings))
+    return sections, glance
 
 
 def report(run_dirs: list[str] | list[Path], out: str | Path | None = None) -> Path:
@@ -74,16 +77,18 @@ def report(run_dirs: list[str] | list[Path], out: str | Path | None = None) -> P
     runs = [load_run_data(p, label) for p, label in zip(paths, run_labels(paths))]
     if len(runs) == 1:
         run = runs[0]
-        sections = run_sections(run, Canvas(run.path / "plots"))
+        sections, glance = run_sections(run, Canvas(run.path / "plots"))
         title = f"kdyn report: {run.label}"
         subtitle = run_subtitle(run)
     else:
         canvas = Canvas(out.parent / "plots")
         comp_section, comp = comparison_section(runs, canvas)
-        sections = [runs_setup_section(runs), comp_section, findings_section(comparison_findings(runs, comp))]
+        findings = comparison_findings(runs, comp)
+        sections = [runs_setup_section(runs), comp_section, findings_section(findings)]
+        glance = findings[:GLANCE]
         title = f"kdyn comparison: {len(runs)} runs"
         subtitle = ", ".join(r.label for r in runs)
     footer = f"kdyn {__version__} · generated {time.strftime('%Y-%m-%d %H:%M:%S')} · every number: DESIGN.md definitions"
     with atomic_path(out) as tmp:
-        tmp.write_text(page(title, subtitle, sections, footer), encoding="utf-8")
+        tmp.write_text(page(title, subtitle, sections, footer, glance), encoding="utf-8")
     return out

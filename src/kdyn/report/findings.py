@@ -39,7 +39,7 @@ def listing(parts: list[str], limit: int = LISTED) -> str:
 
 def new_fact_findings(run: RunData) -> list[str]:
     bf = base_final(run).set_index(["kind", "probe_type"])
-    out = []
+    out, gap_said = [], False
     for kind in LEARNED_KINDS:
         if kind not in bf.index.get_level_values(0):
             continue
@@ -56,9 +56,12 @@ def new_fact_findings(run: RunData) -> list[str]:
         if "cloze" in part.index and "qa" in part.index:
             cz, qa = part.loc["cloze"], part.loc["qa"]
             if is_num(cz["acc_to_lo"]) and is_num(qa["acc_to_hi"]) and cz["acc_to_lo"] > qa["acc_to_hi"]:
-                sentence += (f" The training sentence is completed more often than a held-out question is answered "
+                sentence += (f" Cloze above QA again ({num(cz['acc_to'], 2)} vs {num(qa['acc_to'], 2)}, intervals "
+                             f"apart)." if gap_said else
+                             f" The training sentence is completed more often than a held-out question is answered "
                              f"({num(cz['acc_to'], 2)} vs {num(qa['acc_to'], 2)}, intervals apart): memorised more "
                              f"than extractable.")  # fmt: skip
+                gap_said = True
         out.append(sentence)
     cons = run.tables["consolidation"]
     learned = learning_rows(cons)
@@ -90,14 +93,13 @@ def loss_findings(run: RunData) -> list[str]:
     lk = run.tables["loss_knowledge"]
     lk = lk[lk["kind"] != KNOWN_WRONG_AT_BASE]
     hit = lk[lk["n_loss_fell_acc_fell"].fillna(0) > 0]
-    new = [f"{group_label(r.kind, r.probe_type)} accuracy fell at {int(r.n_loss_fell_acc_fell)} of them"
-           for r in hit[hit["kind"] == "new"].itertuples()]  # fmt: skip
-    others = int((hit["kind"] != "new").sum())
+    hit = hit.assign(_new=hit["kind"] != "new").sort_values(["_new", "n_loss_fell_acc_fell"], ascending=[True, False],
+                                                           kind="stable")  # new facts first, then the most often
+    parts = [f"{group_label(r.kind, r.probe_type)} at {int(r.n_loss_fell_acc_fell)}" for r in hit.itertuples()]
     ok = values[np.isfinite(values)]
     sentence = f"The {name} fell at {fell} of {len(pairs)} checkpoints ({arrow(ok[0], ok[-1])}); "
     if len(hit):
-        sentence += ", ".join(new) + (", and " if new and others else "") + (
-            f"accuracy fell at one or more of them in {plural(others, 'other group')}" if others else "") + "."
+        sentence += f"accuracy fell at some of those same checkpoints in {plural(len(hit), 'group')}: {listing(parts)}."
     else:
         sentence += "no group's accuracy fell at any of them."
     out = [sentence]
@@ -157,6 +159,9 @@ def broken_findings(run: RunData) -> list[str]:
     return out
 
 
-def run_findings(run: RunData, extra: list[str] | None = None) -> list[str]:
-    """All findings of one run, in reading order (circuit findings passed in by the caller)."""
-    return new_fact_findings(run) + loss_findings(run) + broken_findings(run) + list(extra or [])
+def run_findings(run: RunData, extra: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """All findings of one run in reading order (circuit findings passed in by the caller), and the few for the
+    top of the page: what new facts did, what known facts and skills lost, how the loss related to that."""
+    new, loss, broken = new_fact_findings(run), loss_findings(run), broken_findings(run)
+    glance = new[:1] + [f for f in broken if not f.startswith("FUAR")][:2] + loss[:1]
+    return new + loss + broken + list(extra or []), glance

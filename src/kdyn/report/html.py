@@ -123,6 +123,9 @@ tbody tr:nth-child(even) { background:#f6f8fa; }
 table.kv th { color:var(--muted); font-weight:normal; white-space:nowrap; }
 .cols { display:flex; flex-wrap:wrap; gap:4px 36px; align-items:flex-start; }
 ul.findings li { margin:4px 0; }
+.glance { background:#eef4fb; border:1px solid #c9daf0; border-radius:6px; padding:10px 20px; margin:16px 0 0; }
+.glance ul { margin:4px 0 6px; padding-left:20px; } .glance li { margin:3px 0; }
+.glance a { color:var(--accent); font-size:13.5px; text-decoration:none; }
 ul.notes { color:var(--muted); font-size:13px; }
 details { margin:8px 0; } summary { cursor:pointer; color:var(--accent); }
 pre { background:#f4f6f8; padding:10px; font-size:12.5px; overflow-x:auto; max-height:420px; }
@@ -130,14 +133,17 @@ footer { color:var(--muted); font-size:12.5px; text-align:center; padding:16px; 
 """
 
 
-def page(title: str, subtitle: Any, sections: list[Section], footer: Any) -> str:
-    """The whole document: head (CSP, inline CSS), header, navigation, sections, footer."""
+def page(title: str, subtitle: Any, sections: list[Section], footer: Any, glance: list[str] | None = None) -> str:
+    """The whole document: head (CSP, inline CSS), header, navigation, the findings at a glance, sections, footer."""
     nav = tag("nav", *[tag("a", s.title, href=f"#{s.key}") for s in sections])
     body = [tag("section", tag("h2", s.title), tag("p", s.lead, class_="lead") if s.lead else "", *s.body, id=s.key)
             for s in sections]  # fmt: skip
     head = tag("head", tag("meta", charset="utf-8"), tag("meta", http_equiv="Content-Security-Policy", content=CSP),
                tag("meta", name="viewport", content="width=device-width, initial-scale=1"),
                tag("link", rel="icon", href="data:,"), tag("title", title), tag("style", Markup(CSS)))  # fmt: skip
+    if glance:
+        body.insert(0, tag("div", tag("b", "At a glance"), bullets(glance),
+                           tag("a", "all findings ↓", href="#findings"), class_="glance"))  # fmt: skip
     doc = tag("html", head, tag("body", tag("header", tag("h1", title), tag("p", subtitle)), nav, tag("main", *body),
                                 tag("footer", footer)), lang="en")  # fmt: skip
     return "<!DOCTYPE html>\n" + doc + "\n"
