@@ -19,12 +19,15 @@ from kdyn.train import KdynProbeCallback
 
 
 def test_torchrun_two_cpu_processes(tmp_path):
+    """`kdyn run` (train → analyze → report) under torchrun: both ranks train, rank 0 alone writes and reports."""
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun) if torchrun.exists() else shutil.which("torchrun"), "--nproc_per_node", "2", "-m", "kdyn",
-           "train", "tiny", "--out", str(tmp_path / "ddp")]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"})
+           "run", "tiny", "--out", str(tmp_path / "ddp")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("run: ") == 1  # rank 0 only
+    assert done.stdout.count("run: ") == 1 and done.stdout.count("report: ") == 1  # rank 0 only
+    assert done.stdout.count("analysing the run") == 1
+    assert (tmp_path / "ddp" / "report.html").stat().st_size > 0 and (tmp_path / "ddp" / "analysis" / "summary.json").exists()
     manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["status"] == "complete"
     probes = pq.read_table(tmp_path / "ddp" / "probes.parquet")

@@ -139,6 +139,8 @@ def run_cmd(
 
     result = run_experiment(config, out, overrides, on_stage=lambda s: console.print(f"[bold]{s}[/]"), resume=resume,
                             console=console)  # fmt: skip
+    if not result["is_main"]:
+        return  # rank 0 prints
     print_accuracy(result["base_rows"], "base model: accuracy per kind and probe type (step 0)")
     print_accuracy(result["final_rows"], f"after training: accuracy per kind and probe type (step {result['final_step']})")
     for label, path in result["outputs"].items():
