@@ -28,7 +28,9 @@ class CircuitsConfig:
     checkpoints: list[int] = field(default_factory=list)  # steps to analyse; [] = the base and every saved checkpoint
     max_checkpoints: int = 0  # > 0: at most this many, evenly spaced, always including the base and the final one
     fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))  # faithfulness curve
-    min_metric_gap: float = 0.1  # |clean − corrupted| below this (logits): faithfulness is NaN and flagged
+    min_metric_gap: float = 0.5  # |clean − corrupted| below this (logits): faithfulness is NaN and flagged. At 0.1 the
+    # quickstart base model (gap 0.14 on fictional birth cities it cannot know) gave faithfulness −1.67: noise over a
+    # near-zero denominator
     batch_size: int = 8  # prompts per forward pass (memory grows with it; speed hardly does on a CPU)
     threads: int = 0  # torch CPU threads; 0 leaves the current setting (on a busy machine 1 can be much faster)
     bootstrap: int = 200  # replicates for the change-point and dynamics intervals (resampling prompts)
