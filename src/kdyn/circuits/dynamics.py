@@ -67,7 +67,8 @@ def dynamics_table(files: list[CircuitFile], correct: dict[tuple[str, int], bool
         groups = [GROUPS.get((correct.get((p, s)), correct.get((p, t))), None) for p in a.probe_ids]
         for name in GROUPS.values():
             x = change[[g == name for g in groups]]
-            lo, hi = (boot.ci(boot.means(x, f"{a.relation}:{s}:{t}:{name}"))) if x.size else (np.nan, np.nan)
+            # one fact has no interval: resampling it gives itself back
+            lo, hi = (boot.ci(boot.means(x, f"{a.relation}:{s}:{t}:{name}"))) if x.size > 1 else (np.nan, np.nan)
             rows.append({"from_step": s, "to_step": t, "relation": a.relation, "group": name, "n_facts": int(x.size),
                          "mean_change": float(x.mean()) if x.size else math.nan,
                          "ci_low": float(np.ravel(lo)[0]), "ci_high": float(np.ravel(hi)[0])})  # fmt: skip

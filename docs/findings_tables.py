@@ -1,0 +1,227 @@
+"""The numbers of docs/findings.md, from finished sweeps: python docs/findings_tables.py runs/sweeps [--out FILE]
+
+Reads each run's probes.parquet and analysis/ tables under SWEEPS/strategies and SWEEPS/relevance and prints
+markdown tables. Two kinds of interval:
+- over seeds: mean and Student-t 95% interval of the per-run value (3 seeds: t = 4.30, wide by design);
+- paired by probe: each probe's correctness averaged over the seeds of strategy A and of B, the difference
+  averaged over probes, 95% percentile bootstrap over probes (2,000 replicates, seed 0). Same benchmark in every
+  run (the suites fix the benchmark seed), so every probe has a partner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+LEARNED = ("new", "related", "updated")
+BOOT = 2000
+
+
+def load_runs(suite_dir: Path) -> pd.DataFrame:
+    """One row per finished run: name, label (grid point), seed, path."""
+    rows = []
+    for run in sorted(p for p in suite_dir.iterdir() if (p / "manifest.json").exists()):
+        manifest = json.loads((run / "manifest.json").read_text())
+        if manifest.get("status") != "complete" or not (run / "analysis" / "summary.json").exists():
+            continue
+        label, _, seed = run.name.rpartition("-s")
+        rows.append({"name": run.name, "label": label, "seed": int(seed), "path": run, "minutes": manifest["seconds"] / 60})
+    return pd.DataFrame(rows)
+
+
+def final_correct(run: Path) -> pd.DataFrame:
+    """probe_id, kind, probe_type, correct at the last probed step (known probes wrong at base flagged)."""
+    p = pd.read_parquet(run / "probes.parquet")
+    last = p[p["step"] == p["step"].max()]
+    base = p[p["step"] == 0].set_index("probe_id")["correct"]
+    return last.assign(base=last["probe_id"].map(base))[["probe_id", "kind", "probe_type", "correct", "base"]]
+
+
+def seed_ci(values: list[float]) -> str:
+    x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if x.size == 0:
+        return "—"
+    if x.size == 1:
+        return f"{x[0]:.2f}"
+    half = stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return f"{x.mean():.2f} ± {half:.2f}"
+
+
+def group_mask(df: pd.DataFrame, kinds: tuple[str, ...], ptype: str) -> pd.Series:
+    return df["kind"].isin(kinds) & (df["probe_type"] == ptype)
+
+
+def per_run(finals: dict[str, pd.DataFrame], names: list[str], kinds: tuple[str, ...], ptype: str,
+            what: str = "acc") -> list[float]:  # fmt: skip
+    """Per run: final accuracy of a group, or forgetting F (right at base → wrong now) / the change in accuracy."""
+    out = []
+    for n in names:
+        f = finals[n][group_mask(finals[n], kinds, ptype)]
+        if f.empty:
+            continue
+        c, b = f["correct"].astype(float), f["base"].astype(float)
+        out.append({"acc": c.mean(), "F": ((b == 1) & (c == 0)).mean(), "delta": c.mean() - b.mean()}[what])
+    return out
+
+
+def paired(finals: dict[str, pd.DataFrame], a: list[str], b: list[str], kinds: tuple[str, ...], ptype: str) -> str:
+    """B − A in final accuracy, paired by probe (seeds averaged per probe), bootstrap CI over probes."""
+
+    def mean_over(names: list[str]) -> pd.Series:
+        parts = [finals[n][group_mask(finals[n], kinds, ptype)].set_index("probe_id")["correct"].astype(float) for n in names]
+        return pd.concat(parts, axis=1).mean(axis=1)
+
+    diff = (mean_over(b) - mean_over(a)).dropna().to_numpy()
+    if diff.size == 0:
+        return "—"
+    rng = np.random.default_rng(0)
+    boots = diff[rng.integers(0, diff.size, size=(BOOT, diff.size))].mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    mark = " *" if lo > 0 or hi < 0 else ""
+    return f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}"
+
+
+def strategies_tables(suite: Path) -> str:
+    runs = load_runs(suite)
+    if runs.empty:
+        return "strategies: no finished runs\n"
+    finals = {r.name: final_correct(r.path) for r in runs.itertuples()}
+    order = [s for s in ["full", "lora", "replay", "kl", "sam", "formats", "sam+formats", "paraphrase"] if s in set(runs["label"])]
+    names = {s: runs[runs["label"] == s]["name"].tolist() for s in order}
+    out = [f"Strategies ({len(runs)} finished runs; seeds per strategy: "
+           + ", ".join(f"{s} {len(names[s])}" for s in order) + ")\n",
+           "Final accuracy, mean ± t 95% CI over seeds:\n",
+           "| strategy | new cloze | new qa | learned qa (new+related+updated) | learned mcq | known F: cloze | known F: qa | "
+           "known F: mcq | arithmetic Δacc | minutes/run |",
+           "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for s in order:
+        n = names[s]
+        known = lambda t: seed_ci([  # noqa: E731  F over the known probes right at the base
+            ((f["base"] == 1) & (f["correct"] == 0)).sum() / max(1, (f["base"] == 1).sum())
+            for f in (finals[x][group_mask(finals[x], ("known",), t)] for x in n)])
+        out.append(f"| {s} | {seed_ci(per_run(finals, n, ('new',), 'cloze'))} | {seed_ci(per_run(finals, n, ('new',), 'qa'))} | "
+                   f"{seed_ci(per_run(finals, n, LEARNED, 'qa'))} | {seed_ci(per_run(finals, n, LEARNED, 'mcq'))} | "
+                   f"{known('cloze')} | {known('qa')} | {known('mcq')} | "
+                   f"{seed_ci(per_run(finals, n, ('skill',), 'arithmetic', 'delta'))} | "
+                   f"{runs[runs['label'] == s]['minutes'].mean():.1f} |")  # fmt: skip
+    out += ["", "Paired by probe against `full` (B − full; seeds averaged per probe; bootstrap 95% CI over probes; * = "
+            "interval excludes 0):\n",
+            "| strategy | learned qa | learned cloze | learned mcq | known qa | known cloze | arithmetic |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for s in order[1:]:
+        a, b = names["full"], names[s]
+        out.append(f"| {s} | {paired(finals, a, b, LEARNED, 'qa')} | {paired(finals, a, b, LEARNED, 'cloze')} | "
+                   f"{paired(finals, a, b, LEARNED, 'mcq')} | {paired(finals, a, b, ('known',), 'qa')} | "
+                   f"{paired(finals, a, b, ('known',), 'cloze')} | {paired(finals, a, b, ('skill',), 'arithmetic')} |")
+    extra = [("sam+formats", "sam"), ("sam+formats", "formats"), ("paraphrase", "formats")]
+    out += ["", "Other pairs (B − A, same method):\n", "| A → B | learned qa | learned cloze | learned mcq |", "|---|---|---|---|"]
+    for b_, a_ in extra:
+        if a_ in names and b_ in names:
+            a, b = names[a_], names[b_]
+            out.append(f"| {a_} → {b_} | {paired(finals, a, b, LEARNED, 'qa')} | {paired(finals, a, b, LEARNED, 'cloze')} | "
+                       f"{paired(finals, a, b, LEARNED, 'mcq')} |")
+    out.append("")
+    out.append(loss_knowledge_table(runs, "strategies"))
+    return "\n".join(out) + "\n"
+
+
+def loss_knowledge_table(runs: pd.DataFrame, suite: str) -> str:
+    """M1/M3 over runs: checkpoints where loss fell and accuracy fell, loss- vs knowledge-optimal step, fact-NLL AUROC."""
+    rows = []
+    for r in runs.itertuples():
+        lk = pd.read_parquet(r.path / "analysis" / "loss_knowledge.parquet")
+        cons = pd.read_parquet(r.path / "analysis" / "consolidation.parquet")
+        curves = pd.read_parquet(r.path / "analysis" / "curves.parquet")
+        last = curves[curves["step"] == curves["step"].max()].set_index(["kind", "probe_type"])["auroc_nll"]
+        for x in lk.itertuples():
+            key = (x.kind, x.probe_type)
+            c = cons.set_index(["kind", "probe_type"]).reindex([key])
+            rows.append({"label": r.label, "kind": x.kind, "probe_type": x.probe_type, "n_ckpt": x.n_checkpoints,
+                         "fell": x.n_loss_fell_acc_fell, "differ": (np.isfinite(x.loss_optimal_step) and np.isfinite(x.knowledge_optimal_step)
+                                   and x.loss_optimal_step != x.knowledge_optimal_step),
+                         "lost": x.acc_lost_by_loss_stopping, "spearman": x.spearman,
+                         "flips": float(c["mean_flips"].iloc[0]), "cons": float(c["consolidation_rate"].iloc[0]),
+                         "windows": float(c["mean_windows"].iloc[0]), "auroc": float(last.get(key, np.nan))})  # fmt: skip
+    d = pd.DataFrame(rows)
+    d = d[d["kind"].isin([*LEARNED, "known", "skill"])]
+    g = d.groupby(["kind", "probe_type"], sort=False)
+    out = [f"Loss vs knowledge over all {len(runs)} {suite} runs (per group: runs, mean over runs):\n",
+           "| group | runs | checkpoints where loss fell and accuracy fell (mean) | runs where loss- and knowledge-optimal "
+           "checkpoints differ | accuracy lost by stopping at lowest loss (mean) | Spearman ρ(−loss, acc) (mean) | "
+           "consolidation rate (mean) | flips per probe (mean) | AUROC of fact NLL at the end (mean) |",
+           "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (kind, pt), part in g:
+        out.append(f"| {kind} {pt} | {len(part)} | {part['fell'].mean():.2f} (max {part['fell'].max():.0f}, of "
+                   f"{part['n_ckpt'].iloc[0] - 1}) | {int(part['differ'].sum())} | {part['lost'].mean():.3f} | "
+                   f"{part['spearman'].mean():.2f} | {part['cons'].mean():.2f} | {part['flips'].mean():.2f} | "
+                   f"{part['auroc'].mean():.2f} |")  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def relevance_tables(suite: Path) -> str:
+    runs = load_runs(suite)
+    if runs.empty:
+        return "relevance: no finished runs\n"
+    comp = suite / "comparison"
+    out = [f"Relevance ({len(runs)} finished runs, {runs['minutes'].mean():.1f} min per run)\n"]
+    seeds = pd.read_parquet(comp / "compare_seeds.parquet") if (comp / "compare_seeds.parquet").exists() else None
+    if seeds is not None:
+        out += ["Per kind, mean over seeds [t 95% CI]:\n",
+                "| kind | probe | final accuracy | acquisition BT (base → final) | consolidation rate |", "|---|---|---|---|---|"]
+        for r in seeds[seeds["kind"].isin([*LEARNED, "known", "skill"])].itertuples():
+            f = lambda m: "—" if not np.isfinite(getattr(r, f"{m}_mean")) else (  # noqa: E731
+                f"{getattr(r, f'{m}_mean'):.2f} [{getattr(r, f'{m}_lo'):.2f}, {getattr(r, f'{m}_hi'):.2f}]")
+            out.append(f"| {r.kind} | {r.probe_type} | {f('acc_final')} | {f('backward_transfer')} | {f('consolidation_rate')} |")
+    first = []
+    for r in runs.itertuples():
+        t = pd.read_parquet(r.path / "analysis" / "trajectories.parquet")
+        p = pd.read_parquet(r.path / "probes.parquet")[["probe_id", "kind", "probe_type"]].drop_duplicates()
+        first.append(t.merge(p, on="probe_id"))
+    tr = pd.concat(first)
+    tr = tr[tr["kind"].isin(LEARNED)]
+    out += ["", "First acquisition (probes ever right; step of the first right answer, pooled over seeds):\n",
+            "| kind | probe | ever right / all | median first step | mean first step |", "|---|---|---|---|---|"]
+    for (kind, pt), part in tr.groupby(["kind", "probe_type"]):
+        ever = part["first_acquired_step"].notna()
+        out.append(f"| {kind} | {pt} | {int(ever.sum())} / {len(part)} | {part.loc[ever, 'first_acquired_step'].median():.0f} | "
+                   f"{part.loc[ever, 'first_acquired_step'].mean():.1f} |")
+    exp = comp / "exposure_seeds.parquet"
+    if exp.exists():
+        e = pd.read_parquet(exp)
+        e = e[e["kind"] == "trained"] if (e["kind"] == "trained").any() else e
+        out += ["", "Exposure buckets (copies per epoch: low 1, medium 2–5, high > 5), kinds pooled, mean over seeds [t 95% CI]:\n",
+                "| bucket | probe | final accuracy | acquisition BT | consolidation rate |", "|---|---|---|---|---|"]
+        for r in e.itertuples():
+            f = lambda m: "—" if not np.isfinite(getattr(r, f"{m}_mean")) else (  # noqa: E731
+                f"{getattr(r, f'{m}_mean'):.2f} [{getattr(r, f'{m}_lo'):.2f}, {getattr(r, f'{m}_hi'):.2f}]")
+            out.append(f"| {r.bucket} | {r.probe_type} | {f('acc_final')} | {f('backward_transfer')} | {f('consolidation_rate')} |")
+    out += ["", loss_knowledge_table(runs, "relevance")]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sweeps", type=Path, help="folder holding strategies/ and relevance/")
+    ap.add_argument("--out", type=Path, help="also write the markdown here")
+    args = ap.parse_args(argv)
+    text = ""
+    for suite, fn in (("strategies", strategies_tables), ("relevance", relevance_tables)):
+        if (args.sweeps / suite).is_dir():
+            text += f"## {suite}\n\n" + fn(args.sweeps / suite) + "\n"
+    if not text:
+        print(f"no strategies/ or relevance/ sweep under {args.sweeps}", file=sys.stderr)
+        return 1
+    print(text)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
