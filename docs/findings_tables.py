@@ -164,6 +164,35 @@ def loss_knowledge_table(runs: pd.DataFrame, suite: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def exposure_contrast(runs: pd.DataFrame) -> str:
+    """High − low and medium − low exposure, final accuracy of trained facts: each probe's correctness averaged over
+    seeds (same benchmark), bootstrap over the probes of each bucket independently."""
+    bench = runs["path"].iloc[0] / "bench"
+    facts = pd.read_json(bench / "facts.jsonl", lines=True).set_index("fact_id")["exposures"]
+    probes = pd.read_json(bench / "probes.jsonl", lines=True)
+    bucket = probes.set_index("probe_id")["fact_id"].map(facts).map(lambda e: "low" if e <= 1 else "medium" if e <= 5 else "high")
+    per = pd.concat([final_correct(r.path).set_index("probe_id") for r in runs.itertuples()])
+    per = per[per["kind"].isin(LEARNED)].assign(correct=lambda d: d["correct"].astype(float))
+    per = per.groupby(["probe_id", "probe_type"])["correct"].mean().reset_index()
+    per["bucket"] = per["probe_id"].map(bucket)
+    rng = np.random.default_rng(0)
+    out = ["Exposure contrasts (trained facts, seeds averaged per probe, bootstrap over probes within each bucket):\n",
+           "| probe | n low / medium / high | medium − low | high − low |", "|---|---|---|---|"]
+    for pt, part in per.groupby("probe_type"):
+        x = {b: part.loc[part["bucket"] == b, "correct"].to_numpy() for b in ("low", "medium", "high")}
+        cells = []
+        for b in ("medium", "high"):
+            if not (x[b].size and x["low"].size):
+                cells.append("—")
+                continue
+            boots = (x[b][rng.integers(0, x[b].size, (BOOT, x[b].size))].mean(1)
+                     - x["low"][rng.integers(0, x["low"].size, (BOOT, x["low"].size))].mean(1))  # fmt: skip
+            lo, hi = np.percentile(boots, [2.5, 97.5])
+            cells.append(f"{x[b].mean() - x['low'].mean():+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if lo > 0 or hi < 0 else ''}")
+        out.append(f"| {pt} | {x['low'].size} / {x['medium'].size} / {x['high'].size} | {cells[0]} | {cells[1]} |")
+    return "\n".join(out) + "\n"
+
+
 def relevance_tables(suite: Path) -> str:
     runs = load_runs(suite)
     if runs.empty:
@@ -173,24 +202,26 @@ def relevance_tables(suite: Path) -> str:
     seeds = pd.read_parquet(comp / "compare_seeds.parquet") if (comp / "compare_seeds.parquet").exists() else None
     if seeds is not None:
         out += ["Per kind, mean over seeds [t 95% CI]:\n",
-                "| kind | probe | final accuracy | acquisition BT (base → final) | consolidation rate |", "|---|---|---|---|---|"]
+                "| kind | probe | final accuracy | forgetting F (base → final) | acquisition BT (base → final) | consolidation rate |",
+                "|---|---|---|---|---|---|"]
         for r in seeds[seeds["kind"].isin([*LEARNED, "known", "skill"])].itertuples():
             f = lambda m: "—" if not np.isfinite(getattr(r, f"{m}_mean")) else (  # noqa: E731
-                f"{getattr(r, f'{m}_mean'):.2f} [{getattr(r, f'{m}_lo'):.2f}, {getattr(r, f'{m}_hi'):.2f}]")
-            out.append(f"| {r.kind} | {r.probe_type} | {f('acc_final')} | {f('backward_transfer')} | {f('consolidation_rate')} |")
-    first = []
-    for r in runs.itertuples():
+                f"{getattr(r, f'{m}_mean'):.2f} [{max(0.0, getattr(r, f'{m}_lo')):.2f}, {min(1.0, getattr(r, f'{m}_hi')):.2f}]")
+            out.append(f"| {r.kind} | {r.probe_type} | {f('acc_final')} | {f('forgetting')} | {f('backward_transfer')} | "
+                       f"{f('consolidation_rate')} |")
+    parts = []
+    for r in runs.itertuples():  # steps per epoch differ between seeds (packing): first acquisition in epochs
         t = pd.read_parquet(r.path / "analysis" / "trajectories.parquet")
-        p = pd.read_parquet(r.path / "probes.parquet")[["probe_id", "kind", "probe_type"]].drop_duplicates()
-        first.append(t.merge(p, on="probe_id"))
-    tr = pd.concat(first)
+        epoch = pd.read_parquet(r.path / "probes.parquet", columns=["step", "epoch"]).drop_duplicates().set_index("step")["epoch"]
+        parts.append(t.assign(first_epoch=t["first_acquired_step"].map(epoch)))
+    tr = pd.concat(parts)
     tr = tr[tr["kind"].isin(LEARNED)]
-    out += ["", "First acquisition (probes ever right; step of the first right answer, pooled over seeds):\n",
-            "| kind | probe | ever right / all | median first step | mean first step |", "|---|---|---|---|---|"]
+    out += ["", "First acquisition (probes ever right; epoch of the first right answer, pooled over seeds):\n",
+            "| kind | probe | ever right / all | median first epoch | mean first epoch |", "|---|---|---|---|---|"]
     for (kind, pt), part in tr.groupby(["kind", "probe_type"]):
-        ever = part["first_acquired_step"].notna()
-        out.append(f"| {kind} | {pt} | {int(ever.sum())} / {len(part)} | {part.loc[ever, 'first_acquired_step'].median():.0f} | "
-                   f"{part.loc[ever, 'first_acquired_step'].mean():.1f} |")
+        ever = part["first_epoch"].notna()
+        out.append(f"| {kind} | {pt} | {int(ever.sum())} / {len(part)} | {part.loc[ever, 'first_epoch'].median():.0f} | "
+                   f"{part.loc[ever, 'first_epoch'].mean():.2f} |")
     exp = comp / "exposure_seeds.parquet"
     if exp.exists():
         e = pd.read_parquet(exp)
@@ -199,8 +230,9 @@ def relevance_tables(suite: Path) -> str:
                 "| bucket | probe | final accuracy | acquisition BT | consolidation rate |", "|---|---|---|---|---|"]
         for r in e.itertuples():
             f = lambda m: "—" if not np.isfinite(getattr(r, f"{m}_mean")) else (  # noqa: E731
-                f"{getattr(r, f'{m}_mean'):.2f} [{getattr(r, f'{m}_lo'):.2f}, {getattr(r, f'{m}_hi'):.2f}]")
+                f"{getattr(r, f'{m}_mean'):.2f} [{max(0.0, getattr(r, f'{m}_lo')):.2f}, {min(1.0, getattr(r, f'{m}_hi')):.2f}]")
             out.append(f"| {r.bucket} | {r.probe_type} | {f('acc_final')} | {f('backward_transfer')} | {f('consolidation_rate')} |")
+        out += ["", exposure_contrast(runs)]
     out += ["", loss_knowledge_table(runs, "relevance")]
     return "\n".join(out) + "\n"
 
