@@ -75,3 +75,21 @@ def test_a_stale_run_is_reported_and_left_alone(smoke, tmp_path):
     assert run.outcome == "stale" and result.failed == ["full-s0"]
     assert "at train.optimizer.lr (0.5 → 0.0002)" in run.error
     assert not (tmp_path / "logs").exists()  # nothing ran
+
+
+def test_findings_tables_read_a_finished_sweep(smoke, capsys):
+    """docs/findings_tables.py (the numbers of docs/findings.md) runs on a sweep folder: one row per strategy, and a
+    paired contrast against `full` for every other strategy."""
+    import importlib.util
+    from pathlib import Path
+
+    out, _ = smoke
+    spec = importlib.util.spec_from_file_location("findings_tables", Path(__file__).parents[1] / "docs" / "findings_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(out.parent)]) == 0
+    text = capsys.readouterr().out
+    for s in STRATEGIES:
+        assert f"| {s} | " in text
+    assert text.count(" [+") + text.count(" [-") >= 7  # every contrast carries its interval
+    assert module.main([str(out / "full-s0")]) == 1  # no suite folder under it
