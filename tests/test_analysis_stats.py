@@ -94,3 +94,11 @@ def test_seed_mean_ci():
     assert (mean, lo, hi) == pytest.approx((0.4, 0.4 - half, 0.4 + half))
     mean, lo, hi = seed_mean_ci(np.array([0.3]))
     assert mean == 0.3 and np.isnan(lo) and np.isnan(hi)
+
+
+def test_seed_mean_ci_clips_a_rate_to_its_range():
+    """Three seeds of a rate near 1: the raw t interval leaves [0, 1]; clipped, the mean is untouched."""
+    values = np.array([0.77, 0.97, 0.90])
+    _, raw_lo, raw_hi = seed_mean_ci(values)
+    mean, lo, hi = seed_mean_ci(values, bounds=(0.0, 1.0))
+    assert raw_hi > 1.0 and hi == 1.0 and lo == pytest.approx(raw_lo) and mean == pytest.approx(values.mean())

@@ -82,7 +82,7 @@ def seed_table(runs: pd.DataFrame) -> pd.DataFrame:
         row = {"model": model, "strategy": strategy or None, "kind": kind, "probe_type": ptype,
                "n_seeds": len(part), "runs": ", ".join(part["run"])}  # fmt: skip
         for m in METRICS:
-            row[f"{m}_mean"], row[f"{m}_lo"], row[f"{m}_hi"] = seed_mean_ci(part[m].to_numpy(dtype=np.float64))
+            row[f"{m}_mean"], row[f"{m}_lo"], row[f"{m}_hi"] = seed_mean_ci(part[m].to_numpy(dtype=np.float64), bounds=(0.0, 1.0))
         row["reason"] = None if len(part) > 1 else "one seed: no interval over seeds (see the run's bootstrap CI)"
         rows.append(row)
     return pd.DataFrame(rows, columns=SEED_COLUMNS)

@@ -118,7 +118,7 @@ def exposure_over_runs(run_dirs: list[Path], bootstrap: int = 1000, seed: int = 
     for key, part in per_run.groupby(keys, sort=False, dropna=False):
         row = dict(zip(keys, key)) | {"n_seeds": len(part), "runs": ", ".join(part["run"])}
         for m in METRICS:
-            row[f"{m}_mean"], row[f"{m}_lo"], row[f"{m}_hi"] = seed_mean_ci(part[m].to_numpy(dtype=np.float64))
+            row[f"{m}_mean"], row[f"{m}_lo"], row[f"{m}_hi"] = seed_mean_ci(part[m].to_numpy(dtype=np.float64), bounds=(0.0, 1.0))
         row["reason"] = None if len(part) > 1 else "one seed: no interval over seeds (see the run's bootstrap CI)"
         rows.append(row)
     return per_run, pd.DataFrame(rows, columns=SEED_COLUMNS)
