@@ -145,13 +145,18 @@ def comparison_findings(runs: list[RunData], comp: Comparison) -> list[str]:
     out = []
     tests = comp.tests.dropna(subset=["kind"])
     tests = tests[tests["kind"] != KNOWN_WRONG_AT_BASE]
-    sig = tests[tests["p_value"] < ALPHA].sort_values("p_value", kind="stable")
+    setup = {r["run"]: (r["model"], r["strategy"]) for _, r in comp.runs.iterrows()}
+    same = pd.Series([setup.get(a) == setup.get(b) for a, b in zip(tests["run_a"], tests["run_b"])], index=tests.index,
+                     dtype=bool)  # fmt: skip
+    # differences between set-ups first (what a comparison is for), then those between seeds of one set-up
+    sig = tests.assign(_seed_only=same)[tests["p_value"] < ALPHA].sort_values(["_seed_only", "p_value"], kind="stable")
     for _, r in sig.head(SHOWN_TESTS).iterrows():
         b_better = r["diff"] > 0
         better, worse = (r["run_b"], r["run_a"]) if b_better else (r["run_a"], r["run_b"])
         acc_better, acc_worse = (r["acc_b"], r["acc_a"]) if b_better else (r["acc_a"], r["acc_b"])
         lo, hi = (r["diff_lo"], r["diff_hi"]) if b_better else (-r["diff_hi"], -r["diff_lo"])
-        out.append(f"{group_label(r['kind'], r['probe_type'])}: {better} {num(acc_better, 2)} vs {worse} "
+        out.append(("Between seeds of one set-up, " if r["_seed_only"] else "") +
+                   f"{group_label(r['kind'], r['probe_type'])}: {better} {num(acc_better, 2)} vs {worse} "
                    f"{num(acc_worse, 2)} at the final step, difference {with_ci(abs(r['diff']), lo, hi)}, McNemar "
                    f"{p_value(r['p_value'])} (n={int(r['n'])} shared probes).")  # fmt: skip
     n_undefined = int(tests["p_value"].isna().sum())
