@@ -211,3 +211,18 @@ def test_models_suite_runs_smollm2_exactly_as_the_strategies_suite_runs_full():
         if p.labels == ("smollm2",):
             assert p.config["train"] | {"strategy": "full"} == full[p.seed]["train"]
             assert {k: v for k, v in p.config.items() if k != "train"} == {k: v for k, v in full[p.seed].items() if k != "train"}
+
+
+def test_config_difference_ignores_blocks_off_in_both():
+    """A finished run stays finished when kdyn changes a default inside a block the run had switched off (its
+    config.yaml records every default), and is stale when the block was on or a real setting changed."""
+    from kdyn.sweep.runner import config_difference
+
+    saved = {"train": {"lr": 1e-4}, "circuits": {"enabled": False, "min_metric_gap": 0.1}}
+    assert config_difference(saved, {"train": {"lr": 1e-4}, "circuits": {"enabled": False, "min_metric_gap": 0.5}}) is None
+    on = {"train": {"lr": 1e-4}, "circuits": {"enabled": True, "min_metric_gap": 0.5}}
+    assert config_difference({**saved, "circuits": {"enabled": True, "min_metric_gap": 0.1}}, on) == \
+        "circuits.min_metric_gap (0.1 → 0.5)"
+    assert config_difference(saved, {**saved, "train": {"lr": 2e-4}}) == "train.lr (0.0001 → 0.0002)"
+    assert config_difference(saved, {"train": {"lr": 1e-4}, "circuits": {"enabled": True, "min_metric_gap": 0.1}}) == \
+        "circuits.enabled (False → True)"

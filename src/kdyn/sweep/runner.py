@@ -77,8 +77,12 @@ def default_out(suite: Suite) -> Path:
 
 def config_difference(saved: Any, wanted: Any, path: str = "") -> str | None:
     """The first dotted key whose value differs, as 'key (saved → wanted)'; keys the saved config lacks (options
-    added to kdyn after the run) are not differences. None when the configs agree."""
+    added to kdyn after the run) are not differences, and neither are the settings of a block that is off in both
+    (`enabled: false`: circuits, lora, adaptive — a changed default there changes nothing the run did). None when the
+    configs agree."""
     if isinstance(saved, dict) and isinstance(wanted, dict):
+        if saved.get("enabled") is False and wanted.get("enabled") is False:
+            return None
         for key in saved:
             dotted = f"{path}.{key}" if path else str(key)
             if key not in wanted:
