@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from kdyn.analysis.exposure import buckets
+from kdyn.analysis.stats import seed_mean_ci
 
 LEARNED = ("new", "related", "updated")
 BOOT = 2000
@@ -44,13 +46,11 @@ def final_correct(run: Path) -> pd.DataFrame:
 
 
 def seed_ci(values: list[float]) -> str:
-    x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
-    if x.size == 0:
+    """'mean ± half-width' of the Student-t 95% interval over seeds; the mean alone for one seed."""
+    mean, _, hi = seed_mean_ci(np.asarray(values, dtype=float))
+    if not np.isfinite(mean):
         return "—"
-    if x.size == 1:
-        return f"{x[0]:.2f}"
-    half = stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
-    return f"{x.mean():.2f} ± {half:.2f}"
+    return f"{mean:.2f}" if not np.isfinite(hi) else f"{mean:.2f} ± {hi - mean:.2f}"
 
 
 def group_mask(df: pd.DataFrame, kinds: tuple[str, ...], ptype: str) -> pd.Series:
@@ -136,12 +136,12 @@ def loss_knowledge_table(runs: pd.DataFrame, suite: str) -> str:
     rows = []
     for r in runs.itertuples():
         lk = pd.read_parquet(r.path / "analysis" / "loss_knowledge.parquet")
-        cons = pd.read_parquet(r.path / "analysis" / "consolidation.parquet")
+        cons = pd.read_parquet(r.path / "analysis" / "consolidation.parquet").set_index(["kind", "probe_type"])
         curves = pd.read_parquet(r.path / "analysis" / "curves.parquet")
         last = curves[curves["step"] == curves["step"].max()].set_index(["kind", "probe_type"])["auroc_nll"]
         for x in lk.itertuples():
             key = (x.kind, x.probe_type)
-            c = cons.set_index(["kind", "probe_type"]).reindex([key])
+            c = cons.reindex([key])
             rows.append({"label": r.label, "kind": x.kind, "probe_type": x.probe_type, "n_ckpt": x.n_checkpoints,
                          "fell": x.n_loss_fell_acc_fell, "differ": (np.isfinite(x.loss_optimal_step) and np.isfinite(x.knowledge_optimal_step)
                                    and x.loss_optimal_step != x.knowledge_optimal_step),
@@ -170,7 +170,8 @@ def exposure_contrast(runs: pd.DataFrame) -> str:
     bench = runs["path"].iloc[0] / "bench"
     facts = pd.read_json(bench / "facts.jsonl", lines=True).set_index("fact_id")["exposures"]
     probes = pd.read_json(bench / "probes.jsonl", lines=True)
-    bucket = probes.set_index("probe_id")["fact_id"].map(facts).map(lambda e: "low" if e <= 1 else "medium" if e <= 5 else "high")
+    per_probe = probes.set_index("probe_id")["fact_id"].map(facts)
+    bucket = pd.Series(buckets(per_probe.to_numpy(dtype=np.float64)), index=per_probe.index)
     per = pd.concat([final_correct(r.path).set_index("probe_id") for r in runs.itertuples()])
     per = per[per["kind"].isin(LEARNED)].assign(correct=lambda d: d["correct"].astype(float))
     per = per.groupby(["probe_id", "probe_type"])["correct"].mean().reset_index()

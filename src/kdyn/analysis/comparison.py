@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -81,11 +82,18 @@ def seed_table(runs: pd.DataFrame) -> pd.DataFrame:
                                                               sort=False):  # fmt: skip
         row = {"model": model, "strategy": strategy or None, "kind": kind, "probe_type": ptype,
                "n_seeds": len(part), "runs": ", ".join(part["run"])}  # fmt: skip
-        for m in METRICS:
-            row[f"{m}_mean"], row[f"{m}_lo"], row[f"{m}_hi"] = seed_mean_ci(part[m].to_numpy(dtype=np.float64), bounds=(0.0, 1.0))
-        row["reason"] = None if len(part) > 1 else "one seed: no interval over seeds (see the run's bootstrap CI)"
-        rows.append(row)
+        rows.append(row | seed_stats(part, METRICS))
     return pd.DataFrame(rows, columns=SEED_COLUMNS)
+
+
+def seed_stats(part: pd.DataFrame, metrics: tuple[str, ...]) -> dict[str, Any]:
+    """Per rate in `metrics`: mean over the runs of `part` (one per seed) and its t-interval clipped to [0, 1] as
+    `m_mean, m_lo, m_hi`, and the reason there is no interval."""
+    row: dict[str, Any] = {}
+    for m in metrics:
+        row[f"{m}_mean"], row[f"{m}_lo"], row[f"{m}_hi"] = seed_mean_ci(part[m].to_numpy(dtype=np.float64), bounds=(0.0, 1.0))
+    row["reason"] = None if len(part) > 1 else "one seed: no interval over seeds (see the run's bootstrap CI)"
+    return row
 
 
 def paired_tests(loaded: list[tuple[str, Results, int]], boot: Bootstrap) -> pd.DataFrame:

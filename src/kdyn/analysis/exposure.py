@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kdyn.analysis.comparison import seed_stats
 from kdyn.analysis.load import load_run, run_labels
 from kdyn.analysis.results import Group, Results
-from kdyn.analysis.stats import Bootstrap, seed_mean_ci
+from kdyn.analysis.stats import Bootstrap
 from kdyn.analysis.trajectories import Trajectories, consolidation_table
 from kdyn.analysis.transitions import group_transitions
 
@@ -117,8 +118,5 @@ def exposure_over_runs(run_dirs: list[Path], bootstrap: int = 1000, seed: int = 
     keys = ["model", "strategy", "kind", "probe_type", "bucket"]
     for key, part in per_run.groupby(keys, sort=False, dropna=False):
         row = dict(zip(keys, key)) | {"n_seeds": len(part), "runs": ", ".join(part["run"])}
-        for m in METRICS:
-            row[f"{m}_mean"], row[f"{m}_lo"], row[f"{m}_hi"] = seed_mean_ci(part[m].to_numpy(dtype=np.float64), bounds=(0.0, 1.0))
-        row["reason"] = None if len(part) > 1 else "one seed: no interval over seeds (see the run's bootstrap CI)"
-        rows.append(row)
+        rows.append(row | seed_stats(part, METRICS))
     return per_run, pd.DataFrame(rows, columns=SEED_COLUMNS)
