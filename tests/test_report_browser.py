@@ -31,6 +31,8 @@ CATCH_ALERTS = "window.__alerts = []; for (const f of ['alert', 'confirm', 'prom
 IMAGES = "return Array.from(document.images, i => [i.complete, i.naturalWidth, i.naturalHeight, i.alt]);"
 TEXT_CELLS = "document.querySelectorAll('details').forEach(d => d.open = true); " \
              "return Array.from(document.querySelectorAll('td, h1, pre, p, li'), e => e.innerText);"  # fmt: skip
+OVERFLOW = "return Array.from(document.querySelectorAll('.table-wrap'), w => " \
+           "[(w.querySelector('caption') || {innerText: ''}).innerText, w.scrollWidth - w.clientWidth]);"  # fmt: skip
 ACTIVE = "return [document.scripts.length, document.querySelectorAll('[onerror],[onload],[onmouseover]').length, " \
          "window.__alerts, document.querySelectorAll('img:not([src^=\"data:image/png\"])').length];"  # fmt: skip
 
@@ -74,7 +76,7 @@ def open_page(driver, path: Path, shots: Path) -> dict:
     return {"state": state, "errors": [e for e in driver.get_log("browser") if e["level"] == "SEVERE"],
             "sections": driver.execute_script("return Array.from(document.querySelectorAll('section'), s => s.id);"),
             "images": driver.execute_script(IMAGES), "text": driver.execute_script(TEXT_CELLS),
-            "active": driver.execute_script(ACTIVE)}  # fmt: skip
+            "active": driver.execute_script(ACTIVE), "overflow": driver.execute_script(OVERFLOW)}  # fmt: skip
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -109,4 +111,6 @@ def test_comparison_report_in_chromium(browser, comparison, tmp_path):
     shots = Path(os.environ.get("KDYN_SCREENSHOTS", tmp_path)) / "comparison"
     seen = open_page(browser, comparison, shots)
     check_page(seen, ["setup", "comparison", "findings"], 2, shots)
+    headline = [extra for caption, extra in seen["overflow"] if caption.startswith("Headline")]
+    assert headline == [0], f"the headline table scrolls sideways on a laptop screen by {headline} px"
     assert any(RUN_NAME in t for t in seen["text"])

@@ -15,7 +15,7 @@ from kdyn.analysis.comparison import Comparison, compare
 from kdyn.analysis.results import KNOWN_WRONG_AT_BASE
 from kdyn.report.data import RunData
 from kdyn.report.figures import PALETTE, Canvas, new_figure, styled
-from kdyn.report.html import Section, details, table
+from kdyn.report.html import Section, details, table, tag
 from kdyn.report.text import ci_of, group_label, is_num, num, p_value, plural, with_ci
 
 ALPHA = 0.05
@@ -84,6 +84,13 @@ def spread_caption(comp: Comparison, name: str, what: str) -> str:
             f"{ci_of(lo, name)} vs {hi['run']} {ci_of(hi, name)} (95% bootstrap CIs over items).")  # fmt: skip
 
 
+def stacked_ci(row: Any, name: str) -> Any:
+    """The value with its CI on a second, smaller line: a wide table of CIs fits a laptop screen this way."""
+    text = ci_of(row, name)
+    value, _, interval = text.partition(" ")
+    return tag("span", value, tag("br"), tag("span", interval, class_="ci")) if interval else text
+
+
 def headline_table(comp: Comparison) -> Any:
     """One row per run: final accuracy of what was taught (new facts, skills) and forgetting of known facts."""
     runs = comp.runs
@@ -94,7 +101,7 @@ def headline_table(comp: Comparison) -> Any:
         by = part.set_index(["kind", "probe_type"])
         first = part.iloc[0]
         rows.append([label, num(first["model"]), num(first["strategy"]), num(first["seed"]), num(first["step"])] +
-                    [ci_of(by.loc[k], m) if k in by.index else "—" for k, m in cols])  # fmt: skip
+                    [stacked_ci(by.loc[k], m) if k in by.index else "—" for k, m in cols])  # fmt: skip
     head = ["run", "model", "strategy", "seed", "step"] + [
         f"{group_label(*k)} {'F' if m == 'forgetting' else 'A'}" for k, m in cols]
     return table(head, rows, numeric_from=3, caption="Headline per run at its final step: A = accuracy of new facts "

@@ -119,6 +119,7 @@ thead th { border-bottom:2px solid #c5cbd5; font-weight:600; vertical-align:bott
 tbody td:first-child { white-space:nowrap; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 th.num { text-align:right; }
+span.ci { color:var(--muted); font-size:11.5px; }
 tbody tr:nth-child(even) { background:#f6f8fa; }
 table.kv th { color:var(--muted); font-weight:normal; white-space:nowrap; }
 .cols { display:flex; flex-wrap:wrap; gap:4px 36px; align-items:flex-start; }
