@@ -4,7 +4,7 @@ Reads each run's probes.parquet and analysis/ tables under SWEEPS/strategies and
 markdown tables. Two kinds of interval:
 - over seeds: mean and Student-t 95% interval of the per-run value (3 seeds: t = 4.30, wide by design);
 - paired by probe: each probe's correctness averaged over the seeds of strategy A and of B, the difference
-  averaged over probes, 95% percentile bootstrap over probes (2,000 replicates, seed 0). Same benchmark in every
+  averaged over probes, 95% percentile bootstrap over probes (kdyn's `Bootstrap`, 2,000 replicates, seed 0). Same benchmark in every
   run (the suites fix the benchmark seed), so every probe has a partner.
 """
 
@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from kdyn.analysis.exposure import buckets
-from kdyn.analysis.stats import seed_mean_ci
+from kdyn.analysis.stats import Bootstrap, seed_mean_ci
 
 LEARNED = ("new", "related", "updated")
-BOOT = 2000
+BOOTSTRAP = Bootstrap(replicates=2000, seed=0)  # kdyn's own resampler: fixed seed per table, so reruns print the same digits
 
 
 def load_runs(suite_dir: Path) -> pd.DataFrame:
@@ -45,12 +45,13 @@ def final_correct(run: Path) -> pd.DataFrame:
     return last.assign(base=last["probe_id"].map(base))[["probe_id", "kind", "probe_type", "correct", "base"]]
 
 
-def seed_ci(values: list[float]) -> str:
-    """'mean ± half-width' of the Student-t 95% interval over seeds; the mean alone for one seed."""
-    mean, _, hi = seed_mean_ci(np.asarray(values, dtype=float))
+def seed_ci(values: list[float], bounds: tuple[float, float] = (0.0, 1.0)) -> str:
+    """'mean [lo, hi]': Student-t 95% interval over seeds, clipped to the quantity's range (a rate by default, as
+    in kdyn's seed comparison); the mean alone for one seed."""
+    mean, lo, hi = seed_mean_ci(np.asarray(values, dtype=float), bounds=bounds)
     if not np.isfinite(mean):
         return "—"
-    return f"{mean:.2f}" if not np.isfinite(hi) else f"{mean:.2f} ± {hi - mean:.2f}"
+    return f"{mean:.2f}" if not np.isfinite(hi) else f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
 def group_mask(df: pd.DataFrame, kinds: tuple[str, ...], ptype: str) -> pd.Series:
@@ -80,9 +81,7 @@ def paired(finals: dict[str, pd.DataFrame], a: list[str], b: list[str], kinds: t
     diff = (mean_over(b) - mean_over(a)).dropna().to_numpy()
     if diff.size == 0:
         return "—"
-    rng = np.random.default_rng(0)
-    boots = diff[rng.integers(0, diff.size, size=(BOOT, diff.size))].mean(axis=1)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
+    lo, hi = (float(v[0]) for v in BOOTSTRAP.ci(BOOTSTRAP.means(diff, f"paired:{kinds}:{ptype}")))
     mark = " *" if lo > 0 or hi < 0 else ""
     return f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}"
 
@@ -96,7 +95,7 @@ def strategies_tables(suite: Path) -> str:
     names = {s: runs[runs["label"] == s]["name"].tolist() for s in order}
     out = [f"Strategies ({len(runs)} finished runs; seeds per strategy: "
            + ", ".join(f"{s} {len(names[s])}" for s in order) + ")\n",
-           "Final accuracy, mean ± t 95% CI over seeds:\n",
+           "Final accuracy, mean [t 95% CI over seeds, clipped to the range]:\n",
            "| strategy | new cloze | new qa | learned qa (new+related+updated) | learned mcq | known F: cloze | known F: qa | "
            "known F: mcq | arithmetic Δacc | minutes/run |",
            "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -108,7 +107,7 @@ def strategies_tables(suite: Path) -> str:
         out.append(f"| {s} | {seed_ci(per_run(finals, n, ('new',), 'cloze'))} | {seed_ci(per_run(finals, n, ('new',), 'qa'))} | "
                    f"{seed_ci(per_run(finals, n, LEARNED, 'qa'))} | {seed_ci(per_run(finals, n, LEARNED, 'mcq'))} | "
                    f"{known('cloze')} | {known('qa')} | {known('mcq')} | "
-                   f"{seed_ci(per_run(finals, n, ('skill',), 'arithmetic', 'delta'))} | "
+                   f"{seed_ci(per_run(finals, n, ('skill',), 'arithmetic', 'delta'), (-1.0, 1.0))} | "
                    f"{runs[runs['label'] == s]['minutes'].mean():.1f} |")  # fmt: skip
     out += ["", "Paired by probe against `full` (B − full; seeds averaged per probe; bootstrap 95% CI over probes; * = "
             "interval excludes 0):\n",
@@ -176,7 +175,6 @@ def exposure_contrast(runs: pd.DataFrame) -> str:
     per = per[per["kind"].isin(LEARNED)].assign(correct=lambda d: d["correct"].astype(float))
     per = per.groupby(["probe_id", "probe_type"])["correct"].mean().reset_index()
     per["bucket"] = per["probe_id"].map(bucket)
-    rng = np.random.default_rng(0)
     out = ["Exposure contrasts (trained facts, seeds averaged per probe, bootstrap over probes within each bucket):\n",
            "| probe | n low / medium / high | medium − low | high − low |", "|---|---|---|---|"]
     for pt, part in per.groupby("probe_type"):
@@ -186,9 +184,8 @@ def exposure_contrast(runs: pd.DataFrame) -> str:
             if not (x[b].size and x["low"].size):
                 cells.append("—")
                 continue
-            boots = (x[b][rng.integers(0, x[b].size, (BOOT, x[b].size))].mean(1)
-                     - x["low"][rng.integers(0, x["low"].size, (BOOT, x["low"].size))].mean(1))  # fmt: skip
-            lo, hi = np.percentile(boots, [2.5, 97.5])
+            boots = BOOTSTRAP.means(x[b], f"exposure:{pt}:{b}") - BOOTSTRAP.means(x["low"], f"exposure:{pt}:low")
+            lo, hi = (float(v[0]) for v in BOOTSTRAP.ci(boots))
             cells.append(f"{x[b].mean() - x['low'].mean():+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if lo > 0 or hi < 0 else ''}")
         out.append(f"| {pt} | {x['low'].size} / {x['medium'].size} / {x['high'].size} | {cells[0]} | {cells[1]} |")
     return "\n".join(out) + "\n"
