@@ -1,11 +1,11 @@
 """The numbers of docs/findings.md, from finished sweeps: python docs/findings_tables.py runs/sweeps [--out FILE]
 
-Reads each run's probes.parquet and analysis/ tables under SWEEPS/strategies and SWEEPS/relevance and prints
-markdown tables. Two kinds of interval:
+Reads each run's probes.parquet and analysis/ tables under SWEEPS/strategies, SWEEPS/relevance and SWEEPS/models
+(whichever exist) and prints markdown tables. Two kinds of interval:
 - over seeds: mean and Student-t 95% interval of the per-run value (3 seeds: t = 4.30, wide by design);
 - paired by probe: each probe's correctness averaged over the seeds of strategy A and of B, the difference
-  averaged over probes, 95% percentile bootstrap over probes (kdyn's `Bootstrap`, 2,000 replicates, seed 0). Same benchmark in every
-  run (the suites fix the benchmark seed), so every probe has a partner.
+  averaged over probes, 95% percentile bootstrap over probes (kdyn's `Bootstrap`, 2,000 replicates, seed 0).
+  Same benchmark in every run (the suites fix the benchmark seed), so every probe has a partner.
 """
 
 from __future__ import annotations
@@ -71,6 +71,20 @@ def per_run(finals: dict[str, pd.DataFrame], names: list[str], kinds: tuple[str,
     return out
 
 
+def known_forgetting(finals: dict[str, pd.DataFrame], names: list[str], ptype: str | None, bt: bool = False) -> list[float]:
+    """Per run, over the known probes of one type (None: all types): F = share of those right at the base that are
+    wrong at the end; with `bt`, BT = share of those wrong at the base that are right at the end. NaN when the
+    denominator is empty."""
+    out = []
+    for n in names:
+        f = finals[n][finals[n]["kind"] == "known"]
+        f = f if ptype is None else f[f["probe_type"] == ptype]
+        start = f["base"] == (0 if bt else 1)
+        end = f["correct"] == (1 if bt else 0)
+        out.append((start & end).sum() / start.sum() if start.sum() else float("nan"))
+    return out
+
+
 def paired(finals: dict[str, pd.DataFrame], a: list[str], b: list[str], kinds: tuple[str, ...], ptype: str) -> str:
     """B − A in final accuracy, paired by probe (seeds averaged per probe), bootstrap CI over probes."""
 
@@ -97,16 +111,15 @@ def strategies_tables(suite: Path) -> str:
            + ", ".join(f"{s} {len(names[s])}" for s in order) + ")\n",
            "Final accuracy, mean [t 95% CI over seeds, clipped to the range]:\n",
            "| strategy | new cloze | new qa | learned qa (new+related+updated) | learned mcq | known F: cloze | known F: qa | "
-           "known F: mcq | arithmetic Δacc | minutes/run |",
-           "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+           "known F: mcq | known F: all | known BT: all | arithmetic Δacc | minutes/run |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in order:
         n = names[s]
-        known = lambda t: seed_ci([  # noqa: E731  F over the known probes right at the base
-            ((f["base"] == 1) & (f["correct"] == 0)).sum() / max(1, (f["base"] == 1).sum())
-            for f in (finals[x][group_mask(finals[x], ("known",), t)] for x in n)])
+        known = lambda t: seed_ci(known_forgetting(finals, n, t))  # noqa: E731
         out.append(f"| {s} | {seed_ci(per_run(finals, n, ('new',), 'cloze'))} | {seed_ci(per_run(finals, n, ('new',), 'qa'))} | "
                    f"{seed_ci(per_run(finals, n, LEARNED, 'qa'))} | {seed_ci(per_run(finals, n, LEARNED, 'mcq'))} | "
-                   f"{known('cloze')} | {known('qa')} | {known('mcq')} | "
+                   f"{known('cloze')} | {known('qa')} | {known('mcq')} | {known(None)} | "
+                   f"{seed_ci(known_forgetting(finals, n, None, bt=True))} | "
                    f"{seed_ci(per_run(finals, n, ('skill',), 'arithmetic', 'delta'), (-1.0, 1.0))} | "
                    f"{runs[runs['label'] == s]['minutes'].mean():.1f} |")  # fmt: skip
     out += ["", "Paired by probe against `full` (B − full; seeds averaged per probe; bootstrap 95% CI over probes; * = "
@@ -127,6 +140,40 @@ def strategies_tables(suite: Path) -> str:
                        f"{paired(finals, a, b, LEARNED, 'mcq')} |")
     out.append("")
     out.append(loss_knowledge_table(runs, "strategies"))
+    return "\n".join(out) + "\n"
+
+
+def models_tables(suite: Path) -> str:
+    """The same recipe on two models: base knowledge, what each learnt, what each forgot, gemma3 − smollm2 paired."""
+    runs = load_runs(suite)
+    if runs.empty:
+        return "models: no finished runs\n"
+    finals = {r.name: final_correct(r.path) for r in runs.itertuples()}
+    order = sorted(set(runs["label"]), key=lambda m: (m != "smollm2", m))
+    names = {m: runs[runs["label"] == m]["name"].tolist() for m in order}
+    base = lambda n, t: seed_ci([finals[x].loc[group_mask(finals[x], ("known",), t), "base"].astype(float).mean() for x in n])  # noqa: E731
+    out = [f"Models ({len(runs)} finished runs; seeds per model: " + ", ".join(f"{m} {len(names[m])}" for m in order) + ")\n",
+           "Mean [t 95% CI over seeds, clipped to the range]; known facts are scored against what each model knew at its base:\n",
+           "| model | known right at base: cloze / qa / mcq | learned cloze | learned qa | learned mcq | known F: cloze | "
+           "known F: qa | known F: mcq | arithmetic Δacc | minutes/run |",
+           "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for m in order:
+        n = names[m]
+        out.append(f"| {m} | {base(n, 'cloze')} / {base(n, 'qa')} / {base(n, 'mcq')} | "
+                   f"{seed_ci(per_run(finals, n, LEARNED, 'cloze'))} | {seed_ci(per_run(finals, n, LEARNED, 'qa'))} | "
+                   f"{seed_ci(per_run(finals, n, LEARNED, 'mcq'))} | {seed_ci(known_forgetting(finals, n, 'cloze'))} | "
+                   f"{seed_ci(known_forgetting(finals, n, 'qa'))} | {seed_ci(known_forgetting(finals, n, 'mcq'))} | "
+                   f"{seed_ci(per_run(finals, n, ('skill',), 'arithmetic', 'delta'), (-1.0, 1.0))} | "
+                   f"{runs[runs['label'] == m]['minutes'].mean():.1f} |")  # fmt: skip
+    if len(order) == 2:
+        a, b = order
+        out += ["", f"Paired by probe, {b} − {a} (seeds averaged per probe; bootstrap 95% CI over probes; * = interval "
+                "excludes 0):\n", "| learned cloze | learned qa | learned mcq | known cloze | known qa | known mcq | arithmetic |",
+                "|---|---|---|---|---|---|---|",
+                "| " + " | ".join(paired(finals, names[a], names[b], kinds, t) for kinds, t in
+                                 [(LEARNED, "cloze"), (LEARNED, "qa"), (LEARNED, "mcq"), (("known",), "cloze"),
+                                  (("known",), "qa"), (("known",), "mcq"), (("skill",), "arithmetic")]) + " |"]  # fmt: skip
+    out += ["", loss_knowledge_table(runs, "models")]
     return "\n".join(out) + "\n"
 
 
@@ -237,15 +284,15 @@ def relevance_tables(suite: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sweeps", type=Path, help="folder holding strategies/ and relevance/")
+    ap.add_argument("sweeps", type=Path, help="folder holding strategies/, relevance/ and models/")
     ap.add_argument("--out", type=Path, help="also write the markdown here")
     args = ap.parse_args(argv)
     text = ""
-    for suite, fn in (("strategies", strategies_tables), ("relevance", relevance_tables)):
+    for suite, fn in (("strategies", strategies_tables), ("relevance", relevance_tables), ("models", models_tables)):
         if (args.sweeps / suite).is_dir():
             text += f"## {suite}\n\n" + fn(args.sweeps / suite) + "\n"
     if not text:
-        print(f"no strategies/ or relevance/ sweep under {args.sweeps}", file=sys.stderr)
+        print(f"no strategies/, relevance/ or models/ sweep under {args.sweeps}", file=sys.stderr)
         return 1
     print(text)
     if args.out:

@@ -93,3 +93,23 @@ def test_findings_tables_read_a_finished_sweep(smoke, capsys):
         assert f"| {s} | " in text
     assert text.count(" [+") + text.count(" [-") >= 7  # every contrast carries its interval
     assert module.main([str(out / "full-s0")]) == 1  # no suite folder under it
+
+
+def test_findings_tables_compare_two_models(smoke, capsys, tmp_path):
+    """The models table: one row per model (named by the run folders' labels) and the paired second − first
+    contrast; two strategies of the smoke sweep stand in for two models' runs."""
+    import importlib.util
+    from pathlib import Path
+
+    out, _ = smoke
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "smollm2-s0").symlink_to(out / "full-s0")
+    (tmp_path / "models" / "gemma3-s0").symlink_to(out / "kl-s0")
+    spec = importlib.util.spec_from_file_location("findings_tables", Path(__file__).parents[1] / "docs" / "findings_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "## models" in text and "Models (2 finished runs; seeds per model: smollm2 1, gemma3 1)" in text
+    assert text.index("| smollm2 | ") < text.index("| gemma3 | ")
+    assert "Paired by probe, gemma3 − smollm2" in text
