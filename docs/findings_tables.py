@@ -37,10 +37,18 @@ def load_runs(suite_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def final_correct(run: Path) -> pd.DataFrame:
-    """probe_id, kind, probe_type, correct at the last probed step (known probes wrong at base flagged)."""
+def tokens_seen(run: Path) -> pd.Series:
+    """Training tokens seen by each probed step (cumulative over train_log.parquet), indexed by step."""
+    log = pd.read_parquet(run / "train_log.parquet", columns=["step", "tokens"]).sort_values("step")
+    steps = pd.read_parquet(run / "probes.parquet", columns=["step"])["step"].drop_duplicates().sort_values()
+    cum = log.set_index("step")["tokens"].cumsum()
+    return pd.Series([int(cum[cum.index <= st].iloc[-1]) if (cum.index <= st).any() else 0 for st in steps], index=steps.to_numpy())
+
+
+def final_correct(run: Path, step: int | None = None) -> pd.DataFrame:
+    """probe_id, kind, probe_type, correct at the last probed step, or at `step` (known probes wrong at base flagged)."""
     p = pd.read_parquet(run / "probes.parquet")
-    last = p[p["step"] == p["step"].max()]
+    last = p[p["step"] == (p["step"].max() if step is None else step)]
     base = p[p["step"] == 0].set_index("probe_id")["correct"]
     return last.assign(base=last["probe_id"].map(base))[["probe_id", "kind", "probe_type", "correct", "base"]]
 
@@ -138,9 +146,35 @@ def strategies_tables(suite: Path) -> str:
             a, b = names[a_], names[b_]
             out.append(f"| {a_} → {b_} | {paired(finals, a, b, LEARNED, 'qa')} | {paired(finals, a, b, LEARNED, 'cloze')} | "
                        f"{paired(finals, a, b, LEARNED, 'mcq')} |")
-    out.append("")
+    out += ["", equal_tokens_table(runs, names, finals)]
     out.append(loss_knowledge_table(runs, "strategies"))
     return "\n".join(out) + "\n"
+
+
+def equal_tokens_table(runs: pd.DataFrame, names: dict[str, list[str]], finals: dict[str, pd.DataFrame]) -> str:
+    """Data augmentations that train on more tokens than `full` (formats: every document in 3 formats), read at their
+    probed step nearest to `full`'s total tokens, against `full` at its end: the comparison at (about) equal training
+    tokens. (Replay also trains on more tokens, but they are not the facts' documents, so it is left out.)"""
+    if "full" not in names:
+        return ""
+    path = dict(zip(runs["name"], runs["path"]))
+    budget = float(np.mean([tokens_seen(path[n]).iloc[-1] for n in names["full"]]))
+    out = [f"At equal training tokens: each strategy at its probed step nearest to `full`'s {budget:,.0f} tokens, B − full "
+           "at its end (paired by probe, as above):\n",
+           "| strategy | its step (tokens) | learned qa | learned cloze | learned mcq |", "|---|---|---|---|---|"]  # fmt: skip
+    for s, ns in names.items():
+        if "formats" not in s.split("+") and "paraphrase" not in s.split("+") or tokens_seen(path[ns[0]]).iloc[-1] < 1.2 * budget:
+            continue
+        early, where = {}, []
+        for n in ns:
+            seen = tokens_seen(path[n])
+            step = int((seen - budget).abs().idxmin())
+            early[n] = final_correct(path[n], step)
+            where.append(f"{step} ({seen[step]:,})")
+        both = finals | early
+        out.append(f"| {s} | {', '.join(sorted(set(where)))} | {paired(both, names['full'], ns, LEARNED, 'qa')} | "
+                   f"{paired(both, names['full'], ns, LEARNED, 'cloze')} | {paired(both, names['full'], ns, LEARNED, 'mcq')} |")
+    return "\n".join(out) + "\n" if len(out) > 3 else ""
 
 
 def models_tables(suite: Path) -> str:
