@@ -148,16 +148,51 @@ def comparison_section(runs: list[RunData], canvas: Canvas) -> tuple[Section, Co
     return sec, comp
 
 
+def setup_name(row: Any, one_model: bool) -> str:
+    return num(row["strategy"]) if one_model else f"{row['model']} / {num(row['strategy'])}"
+
+
+def setup_findings(comp: Comparison) -> list[str]:
+    """With seeds, what differs between set-ups (model + strategy), over seeds: per headline group, the set-ups
+    with the lowest and highest mean (final accuracy; forgetting for known facts) and whether their t-intervals
+    over seeds are apart. Groups whose extremes are apart come first, largest gap first."""
+    seeds = comp.seeds[(comp.seeds["n_seeds"] > 1) & comp.seeds["kind"].isin(HEADLINE_KINDS)]
+    if seeds[["model", "strategy"]].drop_duplicates().shape[0] < 2:
+        return []
+    one_model = seeds["model"].nunique() == 1
+    found = []
+    for (kind, ptype), part in seeds.groupby(["kind", "probe_type"], sort=False):
+        metric, word = ("forgetting", "forgetting F") if kind == "known" else ("acc_final", "final accuracy")
+        part = part[part[f"{metric}_mean"].map(is_num)]
+        if len(part) < 2:
+            continue
+        lo, hi = part.loc[part[f"{metric}_mean"].idxmin()], part.loc[part[f"{metric}_mean"].idxmax()]
+        gap = float(hi[f"{metric}_mean"] - lo[f"{metric}_mean"])
+        if gap == 0:
+            continue
+        apart = is_num(hi[f"{metric}_lo"]) and is_num(lo[f"{metric}_hi"]) and hi[f"{metric}_lo"] > lo[f"{metric}_hi"]
+        ci = lambda r: with_ci(r[f"{metric}_mean"], r[f"{metric}_lo"], r[f"{metric}_hi"])  # noqa: E731
+        found.append((not apart, -gap, f"{group_label(kind, ptype)}, {word} over {int(hi['n_seeds'])} seeds: "
+                      f"highest {setup_name(hi, one_model)} {ci(hi)}, lowest {setup_name(lo, one_model)} {ci(lo)}; "
+                      f"the t-intervals over seeds {'are apart' if apart else 'overlap'}."))  # fmt: skip
+    return [text for *_, text in sorted(found, key=lambda f: f[:2])]
+
+
 def comparison_findings(runs: list[RunData], comp: Comparison) -> list[str]:
-    out = []
+    """Set-up differences over seeds first (when there are seeds), then paired tests between runs, then per run."""
+    out = setup_findings(comp)
     tests = comp.tests.dropna(subset=["kind"])
     tests = tests[tests["kind"] != KNOWN_WRONG_AT_BASE]
     setup = {r["run"]: (r["model"], r["strategy"]) for _, r in comp.runs.iterrows()}
     same = pd.Series([setup.get(a) == setup.get(b) for a, b in zip(tests["run_a"], tests["run_b"])], index=tests.index,
                      dtype=bool)  # fmt: skip
     # differences between set-ups first (what a comparison is for), then those between seeds of one set-up
-    sig = tests.assign(_seed_only=same)[tests["p_value"] < ALPHA].sort_values(["_seed_only", "p_value"], kind="stable")
-    for _, r in sig.head(SHOWN_TESTS).iterrows():
+    pair = ["|".join(sorted(map(str, (setup.get(a), setup.get(b))))) for a, b in zip(tests["run_a"], tests["run_b"])]
+    sig = tests.assign(_seed_only=same, _pair=pair)[tests["p_value"] < ALPHA].sort_values(["_seed_only", "p_value"],
+                                                                                         kind="stable")  # fmt: skip
+    # one line per set-up pair and group (its smallest p): seeds of the same two set-ups would repeat it
+    shown = sig.drop_duplicates(["_pair", "kind", "probe_type"]).head(SHOWN_TESTS)
+    for _, r in shown.iterrows():
         b_better = r["diff"] > 0
         better, worse = (r["run_b"], r["run_a"]) if b_better else (r["run_a"], r["run_b"])
         acc_better, acc_worse = (r["acc_b"], r["acc_a"]) if b_better else (r["acc_a"], r["acc_b"])
@@ -168,8 +203,8 @@ def comparison_findings(runs: list[RunData], comp: Comparison) -> list[str]:
                    f"{p_value(r['p_value'])} (n={int(r['n'])} shared probes).")  # fmt: skip
     n_undefined = int(tests["p_value"].isna().sum())
     rest = len(tests) - len(sig) - n_undefined
-    if len(sig) > SHOWN_TESTS:
-        out.append(f"{len(sig) - SHOWN_TESTS} more pairs differ at p < {ALPHA}; see the paired-tests table.")
+    if len(sig) > len(shown):
+        out.append(f"{len(sig) - len(shown)} more pairs differ at p < {ALPHA}; see the paired-tests table.")
     out.append(f"{len(sig)} of {len(tests)} paired comparisons (run pair × group) differ at p < {ALPHA} (McNemar, "
                f"not corrected for multiple comparisons); {rest} do not" +
                (f"; {n_undefined} are undefined (no discordant probes or no shared probes)" if n_undefined else "")

@@ -1,0 +1,37 @@
+"""Comparison findings with seeds: set-up differences over seeds lead (not run-vs-run pairs), and the paired
+tests between seeds of the same two set-ups are written out once, not once per seed pair."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from kdyn.analysis.comparison import Comparison
+from kdyn.report.comparison import comparison_findings
+
+
+def comparison() -> Comparison:
+    runs = pd.DataFrame([{"run": f"{s}-s{i}", "model": "m", "strategy": s} for s in ("full", "lora") for i in (0, 1)])
+    seeds = pd.DataFrame([
+        {"model": "m", "strategy": "full", "kind": "new", "probe_type": "cloze", "n_seeds": 2,
+         "acc_final_mean": 0.70, "acc_final_lo": 0.60, "acc_final_hi": 0.80},
+        {"model": "m", "strategy": "lora", "kind": "new", "probe_type": "cloze", "n_seeds": 2,
+         "acc_final_mean": 0.10, "acc_final_lo": 0.00, "acc_final_hi": 0.20},
+        {"model": "m", "strategy": "full", "kind": "known", "probe_type": "qa", "n_seeds": 2,
+         "forgetting_mean": 0.50, "forgetting_lo": 0.20, "forgetting_hi": 0.80},
+        {"model": "m", "strategy": "lora", "kind": "known", "probe_type": "qa", "n_seeds": 2,
+         "forgetting_mean": 0.40, "forgetting_lo": 0.10, "forgetting_hi": 0.70},
+    ])  # fmt: skip
+    tests = pd.DataFrame([{"run_a": f"full-s{i}", "run_b": f"lora-s{j}", "kind": "new", "probe_type": "cloze",
+                           "n": 40, "acc_a": 0.7, "acc_b": 0.1, "diff": -0.6, "diff_lo": -0.75, "diff_hi": -0.45,
+                           "p_value": 1e-6 * (1 + i + 2 * j)} for i in (0, 1) for j in (0, 1)])  # fmt: skip
+    return Comparison(runs=runs, seeds=seeds, tests=tests)
+
+
+def test_setups_over_seeds_lead_and_seed_pairs_are_not_repeated():
+    found = comparison_findings([], comparison())
+    assert found[0].startswith("new cloze, final accuracy over 2 seeds: highest full 0.70 [0.60–0.80], lowest lora "
+                               "0.10 [0.00–0.20]; the t-intervals over seeds are apart.")  # fmt: skip
+    assert found[1].startswith("known QA, forgetting F over 2 seeds: highest full") and "overlap" in found[1]
+    pairs = [f for f in found if " vs " in f and "McNemar" in f]
+    assert len(pairs) == 1 and "full-s0 0.70 vs lora-s0 0.10" in pairs[0]  # the smallest p of the four seed pairs
+    assert "3 more pairs differ at p < 0.05" in " ".join(found)
