@@ -146,7 +146,7 @@ def strategies_tables(suite: Path) -> str:
             a, b = names[a_], names[b_]
             out.append(f"| {a_} → {b_} | {paired(finals, a, b, LEARNED, 'qa')} | {paired(finals, a, b, LEARNED, 'cloze')} | "
                        f"{paired(finals, a, b, LEARNED, 'mcq')} |")
-    out += ["", equal_tokens_table(runs, names, finals)]
+    out += ["", equal_tokens_table(runs, names, finals), control_table(suite.parent / "control", names, finals)]
     out.append(loss_knowledge_table(runs, "strategies"))
     return "\n".join(out) + "\n"
 
@@ -175,6 +175,26 @@ def equal_tokens_table(runs: pd.DataFrame, names: dict[str, list[str]], finals: 
         out.append(f"| {s} | {', '.join(sorted(set(where)))} | {paired(both, names['full'], ns, LEARNED, 'qa')} | "
                    f"{paired(both, names['full'], ns, LEARNED, 'cloze')} | {paired(both, names['full'], ns, LEARNED, 'mcq')} |")
     return "\n".join(out) + "\n" if len(out) > 3 else ""
+
+
+def control_table(folder: Path, names: dict[str, list[str]], finals: dict[str, pd.DataFrame]) -> str:
+    """Runs in SWEEPS/control (e.g. `full8`: full fine-tuning for 8 epochs, about formats' 3-epoch tokens) against
+    the strategies at their ends, paired by probe (same benchmark)."""
+    runs = load_runs(folder) if folder.is_dir() else pd.DataFrame()
+    if runs.empty:
+        return ""
+    both = finals | {r.name: final_correct(r.path) for r in runs.itertuples()}
+    out = [f"Controls ({folder.name}/): B − control at both ends, paired by probe (as above):\n",
+           "| control (runs, tokens) | B | learned qa | learned cloze | learned mcq | known qa | known cloze |",
+           "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for label, part in runs.groupby("label", sort=False):
+        ctl = part["name"].tolist()
+        tokens = np.mean([tokens_seen(p).iloc[-1] for p in part["path"]])
+        for b in [s for s in ("full", "formats", "sam+formats", "paraphrase") if s in names]:
+            out.append(f"| {label} ({len(ctl)}, {tokens:,.0f}) | {b} | " + " | ".join(
+                paired(both, ctl, names[b], kinds, t) for kinds, t in
+                [(LEARNED, "qa"), (LEARNED, "cloze"), (LEARNED, "mcq"), (("known",), "qa"), (("known",), "cloze")]) + " |")  # fmt: skip
+    return "\n".join(out) + "\n"
 
 
 def models_tables(suite: Path) -> str:

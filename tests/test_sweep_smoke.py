@@ -57,8 +57,12 @@ def test_every_strategy_runs_and_is_compared(smoke):
 def test_a_second_sweep_skips_every_run(smoke):
     out, _ = smoke
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/probes.parquet")}
+    (out / "lora-s0" / "state").mkdir()  # as a run finished by a scheduler (--print-commands) leaves it: GBs
+    (out / "lora-s0" / "state" / "model.safetensors").write_bytes(b"resume state")
     again = kdyn_sweep("--out", str(out))
     assert again.returncode == 0 and again.stdout.count("finished earlier, skipped") == 8, again.stdout[-2000:]
+    assert "lora-s0: finished earlier, skipped; its resume state deleted" in again.stdout
+    assert not (out / "lora-s0" / "state").exists()
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/probes.parquet")} == before
     points = json.loads((out / "sweep.json").read_text())["points"]
     assert all(p["outcome"] == "skipped" and p["seconds"] > 0 for p in points)  # earlier times are kept
@@ -113,3 +117,23 @@ def test_findings_tables_compare_two_models(smoke, capsys, tmp_path):
     assert "## models" in text and "Models (2 finished runs; seeds per model: smollm2 1, gemma3 1)" in text
     assert text.index("| smollm2 | ") < text.index("| gemma3 | ")
     assert "Paired by probe, gemma3 − smollm2" in text
+
+
+def test_findings_tables_read_control_runs_beside_the_suite(smoke, capsys, tmp_path):
+    """Runs in SWEEPS/control (e.g. `full8`, an equal-token control) are paired against the strategies."""
+    import importlib.util
+    from pathlib import Path
+
+    out, _ = smoke
+    (tmp_path / "strategies").symlink_to(out)
+    (tmp_path / "control").mkdir()
+    (tmp_path / "control" / "full8-s0").symlink_to(out / "full-s0")
+    spec = importlib.util.spec_from_file_location("findings_tables", Path(__file__).parents[1] / "docs" / "findings_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "Controls (control/)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| full8 (1, ")]
+    assert [r.split(" | ")[1] for r in rows] == ["full", "formats", "sam+formats", "paraphrase"]
+    assert rows[0].count("+0.000 [+0.000, +0.000]") == 5  # the control here is full-s0 itself: no difference

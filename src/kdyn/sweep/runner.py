@@ -222,7 +222,11 @@ def sweep(suite: str | Path | Suite, out: str | Path | None = None, smoke: bool 
         head = f"[{i}/{len(todo)}] {r.point.name}"
         if r.status == "done":
             r.outcome, r.seconds = "skipped", earlier.get(r.point.name)
-            say(f"{head}: finished earlier, skipped")
+            freed = ""
+            if not suite.config.keep_state and (r.run_dir / "state").is_dir():  # finished elsewhere (--print-commands)
+                shutil.rmtree(r.run_dir / "state", ignore_errors=True)
+                freed = "; its resume state deleted (keep_state: false)"
+            say(f"{head}: finished earlier, skipped{freed}")
             continue
         if r.status == "stale":
             r.outcome, r.error = "stale", r.reason
