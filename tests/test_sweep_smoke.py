@@ -4,10 +4,12 @@ whose config no longer matches the suite is reported and left alone."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +19,14 @@ from kdyn.sweep import load_suite, sweep
 from kdyn.sweep.outputs import report_available
 
 STRATEGIES = ["full", "lora", "replay", "kl", "sam", "formats", "sam+formats", "paraphrase"]
+
+
+def findings_tables():
+    """docs/findings_tables.py as a module (it is a script beside the docs, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("findings_tables", Path(__file__).parents[1] / "docs" / "findings_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def kdyn_sweep(*args: str) -> subprocess.CompletedProcess:
@@ -84,13 +94,8 @@ def test_a_stale_run_is_reported_and_left_alone(smoke, tmp_path):
 def test_findings_tables_read_a_finished_sweep(smoke, capsys):
     """docs/findings_tables.py (the numbers of docs/findings.md) runs on a sweep folder: one row per strategy, and a
     paired contrast against `full` for every other strategy."""
-    import importlib.util
-    from pathlib import Path
-
     out, _ = smoke
-    spec = importlib.util.spec_from_file_location("findings_tables", Path(__file__).parents[1] / "docs" / "findings_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = findings_tables()
     assert module.main([str(out.parent)]) == 0
     text = capsys.readouterr().out
     for s in STRATEGIES:
@@ -102,16 +107,11 @@ def test_findings_tables_read_a_finished_sweep(smoke, capsys):
 def test_findings_tables_compare_two_models(smoke, capsys, tmp_path):
     """The models table: one row per model (named by the run folders' labels) and the paired second − first
     contrast; two strategies of the smoke sweep stand in for two models' runs."""
-    import importlib.util
-    from pathlib import Path
-
     out, _ = smoke
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "smollm2-s0").symlink_to(out / "full-s0")
     (tmp_path / "models" / "gemma3-s0").symlink_to(out / "kl-s0")
-    spec = importlib.util.spec_from_file_location("findings_tables", Path(__file__).parents[1] / "docs" / "findings_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = findings_tables()
     assert module.main([str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "## models" in text and "Models (2 finished runs; seeds per model: smollm2 1, gemma3 1)" in text
@@ -121,16 +121,11 @@ def test_findings_tables_compare_two_models(smoke, capsys, tmp_path):
 
 def test_findings_tables_read_control_runs_beside_the_suite(smoke, capsys, tmp_path):
     """Runs in SWEEPS/control (e.g. `full8`, an equal-token control) are paired against the strategies."""
-    import importlib.util
-    from pathlib import Path
-
     out, _ = smoke
     (tmp_path / "strategies").symlink_to(out)
     (tmp_path / "control").mkdir()
     (tmp_path / "control" / "full8-s0").symlink_to(out / "full-s0")
-    spec = importlib.util.spec_from_file_location("findings_tables", Path(__file__).parents[1] / "docs" / "findings_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = findings_tables()
     assert module.main([str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "Controls (control/)" in text
