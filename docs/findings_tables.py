@@ -42,7 +42,7 @@ def tokens_seen(run: Path) -> pd.Series:
     log = pd.read_parquet(run / "train_log.parquet", columns=["step", "tokens"]).sort_values("step")
     steps = pd.read_parquet(run / "probes.parquet", columns=["step"])["step"].drop_duplicates().sort_values()
     cum = log.set_index("step")["tokens"].cumsum()
-    return pd.Series([int(cum[cum.index <= st].iloc[-1]) if (cum.index <= st).any() else 0 for st in steps], index=steps.to_numpy())
+    return cum.reindex(steps.to_numpy(), method="ffill").fillna(0).astype(int)  # steps before the first log: 0
 
 
 def final_correct(run: Path, step: int | None = None) -> pd.DataFrame:
@@ -146,7 +146,7 @@ def strategies_tables(suite: Path) -> str:
             a, b = names[a_], names[b_]
             out.append(f"| {a_} → {b_} | {paired(finals, a, b, LEARNED, 'qa')} | {paired(finals, a, b, LEARNED, 'cloze')} | "
                        f"{paired(finals, a, b, LEARNED, 'mcq')} |")
-    out += ["", equal_tokens_table(runs, names, finals), control_table(suite.parent / "control", names, finals)]
+    out += ["", *(t for t in (equal_tokens_table(runs, names, finals), control_table(suite.parent / "control", names, finals)) if t)]
     out.append(loss_knowledge_table(runs, "strategies"))
     return "\n".join(out) + "\n"
 
@@ -163,14 +163,16 @@ def equal_tokens_table(runs: pd.DataFrame, names: dict[str, list[str]], finals: 
            "at its end (paired by probe, as above):\n",
            "| strategy | its step (tokens) | learned qa | learned cloze | learned mcq |", "|---|---|---|---|---|"]  # fmt: skip
     for s, ns in names.items():
-        if "formats" not in s.split("+") and "paraphrase" not in s.split("+") or tokens_seen(path[ns[0]]).iloc[-1] < 1.2 * budget:
+        if not {"formats", "paraphrase"} & set(s.split("+")):
+            continue
+        seen = {n: tokens_seen(path[n]) for n in ns}
+        if seen[ns[0]].iloc[-1] < 1.2 * budget:
             continue
         early, where = {}, []
         for n in ns:
-            seen = tokens_seen(path[n])
-            step = int((seen - budget).abs().idxmin())
+            step = int((seen[n] - budget).abs().idxmin())
             early[n] = final_correct(path[n], step)
-            where.append(f"{step} ({seen[step]:,})")
+            where.append(f"{step} ({seen[n][step]:,})")
         both = finals | early
         out.append(f"| {s} | {', '.join(sorted(set(where)))} | {paired(both, names['full'], ns, LEARNED, 'qa')} | "
                    f"{paired(both, names['full'], ns, LEARNED, 'cloze')} | {paired(both, names['full'], ns, LEARNED, 'mcq')} |")

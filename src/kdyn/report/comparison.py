@@ -184,10 +184,10 @@ def comparison_findings(runs: list[RunData], comp: Comparison) -> list[str]:
     tests = comp.tests.dropna(subset=["kind"])
     tests = tests[tests["kind"] != KNOWN_WRONG_AT_BASE]
     setup = {r["run"]: (r["model"], r["strategy"]) for _, r in comp.runs.iterrows()}
-    same = pd.Series([setup.get(a) == setup.get(b) for a, b in zip(tests["run_a"], tests["run_b"])], index=tests.index,
-                     dtype=bool)  # fmt: skip
+    setups = [(setup.get(a), setup.get(b)) for a, b in zip(tests["run_a"], tests["run_b"])]
+    same = pd.Series([sa == sb for sa, sb in setups], index=tests.index, dtype=bool)
+    pair = ["|".join(sorted(map(str, both))) for both in setups]
     # differences between set-ups first (what a comparison is for), then those between seeds of one set-up
-    pair = ["|".join(sorted(map(str, (setup.get(a), setup.get(b))))) for a, b in zip(tests["run_a"], tests["run_b"])]
     sig = tests.assign(_seed_only=same, _pair=pair)[tests["p_value"] < ALPHA].sort_values(["_seed_only", "p_value"],
                                                                                          kind="stable")  # fmt: skip
     # one line per set-up pair and group (its smallest p): seeds of the same two set-ups would repeat it

@@ -205,6 +205,16 @@ def previous_seconds(out: Path) -> dict[str, float]:
         return {}
 
 
+def drop_resume_state(run_dir: Path, suite: Suite) -> bool:
+    """Delete a finished run's state/ unless the suite keeps it (resume state is GBs per real model, and a done run
+    never resumes); True when there was one to delete."""
+    state = run_dir / "state"
+    if suite.config.keep_state or not state.is_dir():
+        return False
+    shutil.rmtree(state, ignore_errors=True)
+    return True
+
+
 def sweep(suite: str | Path | Suite, out: str | Path | None = None, smoke: bool = False,
           only: list[str] | None = None, say: Callable[[str], None] = print, echo: Echo = None,
           compare: bool = True, launcher: str = "") -> SweepResult:  # fmt: skip
@@ -222,11 +232,8 @@ def sweep(suite: str | Path | Suite, out: str | Path | None = None, smoke: bool 
         head = f"[{i}/{len(todo)}] {r.point.name}"
         if r.status == "done":
             r.outcome, r.seconds = "skipped", earlier.get(r.point.name)
-            freed = ""
-            if not suite.config.keep_state and (r.run_dir / "state").is_dir():  # finished elsewhere (--print-commands)
-                shutil.rmtree(r.run_dir / "state", ignore_errors=True)
-                freed = "; its resume state deleted (keep_state: false)"
-            say(f"{head}: finished earlier, skipped{freed}")
+            freed = drop_resume_state(r.run_dir, suite)  # a run finished elsewhere (--print-commands) keeps it
+            say(f"{head}: finished earlier, skipped" + ("; its resume state deleted (keep_state: false)" if freed else ""))
             continue
         if r.status == "stale":
             r.outcome, r.error = "stale", r.reason
@@ -247,8 +254,7 @@ def sweep(suite: str | Path | Suite, out: str | Path | None = None, smoke: bool 
         after, why = point_status(r.point, r.run_dir, check_config=False)  # kdyn may have changed meanwhile
         if r.returncode == 0 and after == "done":
             r.outcome = "complete"
-            if not suite.config.keep_state:  # resume state is GBs per real model, and a done run never resumes
-                shutil.rmtree(r.run_dir / "state", ignore_errors=True)
+            drop_resume_state(r.run_dir, suite)
             say(f"{head}: complete in {r.seconds / 60:.1f} min")
         else:
             r.outcome = "failed"
