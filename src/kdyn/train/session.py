@@ -51,12 +51,33 @@ def make_accelerator(cfg: TrainConfig, project_dir: str, report_to: list[str]) -
             torch.set_num_threads(torch.get_num_threads())  # pin the count (same reduction order on resume)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    fresh_single_process_state()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # accelerate warns about trackers it cannot import
         # cpu=True is what makes Accelerate join a torchrun process group on CPU (gloo); without it each
         # process would train alone
         return Accelerator(mixed_precision="bf16" if precision == "bfloat16" else "no", cpu=device == "cpu",
                            log_with=list(report_to) or None, project_dir=project_dir)  # fmt: skip
+
+
+def fresh_single_process_state() -> None:
+    """Forget the Accelerate state an earlier training session of this process left behind.
+
+    Accelerate keeps one process-wide state and refuses a second Accelerator with another mixed precision
+    ("AcceleratorState has already been initialized"), so a notebook, a test suite or `kdyn run` followed by
+    `kdyn train` could not train in fp32 and then in bf16. Alone (no launcher, one process) there is no process
+    group to keep, so each session starts from a clean state; under torchrun / accelerate launch the launcher's
+    state is left exactly as it is."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+    from accelerate.utils import DistributedType
+
+    if not AcceleratorState._shared_state and not PartialState._shared_state:
+        return  # nothing initialised yet
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if launched or PartialState().distributed_type != DistributedType.NO:
+        return
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
 
 
 @dataclass
