@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sstats
 
-from kdyn.analysis.stats import Bootstrap, log_fit, mcnemar, nanquantiles, seed_mean_ci, spearman_rows
+from kdyn.analysis.stats import Bootstrap, log_fit, mcnemar, nanquantiles, seed_mean_ci, spearman_rows, wilson
 
 
 def test_bootstrap_is_deterministic_per_key_and_seed():
@@ -102,3 +102,57 @@ def test_seed_mean_ci_clips_a_rate_to_its_range():
     _, raw_lo, raw_hi = seed_mean_ci(values)
     mean, lo, hi = seed_mean_ci(values, bounds=(0.0, 1.0))
     assert raw_hi > 1.0 and hi == 1.0 and lo == pytest.approx(raw_lo) and mean == pytest.approx(values.mean())
+
+
+def test_wilson_interval_by_hand_and_at_the_boundary():
+    z = 1.959963984540054
+    lo, hi = wilson(np.array([3, 0, 6]), np.array([6, 6, 6]))
+    # 3/6: (p + z²/2n ± z √(p(1−p)/n + z²/4n²)) / (1 + z²/n)
+    centre, half = (0.5 + z * z / 12) / (1 + z * z / 6), z / (1 + z * z / 6) * np.sqrt(0.25 / 6 + z * z / 144)
+    assert (lo[0], hi[0]) == pytest.approx((centre - half, centre + half))
+    assert lo[1] == 0.0 and hi[1] == pytest.approx(1 - 1 / (1 + z * z / 6))  # 0/6 is not [0, 0]
+    assert lo[2] == pytest.approx(1 / (1 + z * z / 6)) and hi[2] == pytest.approx(1.0)  # 6/6 is not [1, 1]
+    lo, hi = wilson(np.array([0]), np.array([0]))
+    assert np.isnan(lo[0]) and np.isnan(hi[0])
+
+
+def test_bootstrap_interval_is_undefined_when_under_95_percent_of_replicates_are():
+    boot = Bootstrap(replicates=100)
+    reps = np.full((100, 2), 0.83)
+    reps[:31, 0] = np.nan  # 69 of 100 defined, all one value: the interval was [0.83–0.83]
+    reps[:3, 1] = np.nan  # 97 defined: fine
+    lo, hi, defined = boot.interval(reps)
+    assert list(defined) == [69, 97]
+    assert np.isnan(lo[0]) and np.isnan(hi[0]) and lo[1] == hi[1] == pytest.approx(0.83)
+    assert "69 of 100 bootstrap replicates" in boot.ci_reason(69, 0.83) and boot.ci_reason(97, 0.83) is None
+    assert np.isnan(boot.ci(reps)[0][0])
+
+
+def test_entity_bootstrap_resamples_whole_entities():
+    # 10 entities x 5 probes; within an entity the probes agree (right for entities 0-3)
+    units = np.repeat(np.arange(10), 5)
+    x = (units < 4).astype(float)
+    by_item = Bootstrap(replicates=2000, seed=1).means(x, "g", units)  # unit "item": units are ignored
+    by_entity = Bootstrap(replicates=2000, seed=1, unit="entity").means(x, "g", units)
+    assert by_item.std() == pytest.approx(np.sqrt(0.24 / 50), rel=0.1)
+    assert by_entity.std() == pytest.approx(np.sqrt(0.24 / 10), rel=0.1)  # 10 independent units, not 50
+    # each replicate is a mixture of whole entities: the right fraction is a multiple of 1/10
+    assert np.allclose(np.round(by_entity * 10), by_entity * 10)
+    # every item its own entity: exactly the item resamples
+    singles = Bootstrap(replicates=200, seed=1, unit="entity").means(x, "g", np.arange(50))
+    assert np.array_equal(singles, Bootstrap(replicates=200, seed=1).means(x, "g"))
+
+
+def test_rate_ci_over_entities_uses_the_design_effect():
+    units = np.repeat(np.arange(10), 5)
+    x = (units < 4).astype(float)
+    boot = Bootstrap(replicates=2000, seed=1, unit="entity")
+    reps = boot.means(x, "g", units)
+    lo, hi = boot.rate_ci(np.array([20]), np.array([50]), reps, units)
+    ref_lo, ref_hi = wilson(np.array([4]), np.array([10]))  # probes of an entity agree: deff = 5, n_eff = 10
+    assert lo[0] == pytest.approx(ref_lo[0], abs=0.03) and hi[0] == pytest.approx(ref_hi[0], abs=0.03)
+    plain_lo, _ = wilson(np.array([20]), np.array([50]))
+    assert lo[0] < plain_lo[0]
+    # at 50 of 50 nothing estimates deff: the bound (mean entity size 5) is used, as if one probe per entity
+    lo, hi = boot.rate_ci(np.array([50]), np.array([50]), np.ones((2000, 1)), units)
+    assert lo[0] == pytest.approx(wilson(np.array([10]), np.array([10]))[0][0])

@@ -39,6 +39,7 @@ def test_trajectory_table_by_hand():
         assert r["n_windows"] == len(windows)
         assert r["flips"] == flips, pattern
         assert r["consolidated"] == consolidated, pattern
+        assert r["followed"] == (None if first is None else first < STEPS[-1]), pattern
         assert r["final_correct"] == (pattern[-1] == "1")
         assert r["correct_at_base"] == (pattern[0] == "1")
         assert r["n_correct"] == pattern.count("1")
@@ -48,11 +49,13 @@ def test_consolidation_rate_by_hand():
     res = results()
     table = consolidation_table(res, Trajectories(res.correct), Bootstrap(replicates=200))
     r = table.iloc[0]
-    # ever acquired: every pattern but 0000 (7); consolidated: 0001, 1111, 0111 (3)
-    assert (r["n"], r["n_ever_acquired"], r["n_never_acquired"], r["n_consolidated"]) == (8, 7, 1, 3)
+    # ever acquired: every pattern but 0000 (7); 0001 is first right at the last checkpoint, so nothing shows
+    # whether it is kept: the rate is over the 6 others, of which 1111 and 0111 stayed (2)
+    assert (r["n"], r["n_ever_acquired"], r["n_never_acquired"], r["n_consolidated"]) == (8, 7, 1, 2)
+    assert (r["n_acquired_at_last"], r["n_followed"]) == (1, 6)
     assert r["n_acquired_in_training"] == 4  # wrong at base, acquired later: 0001, 0101, 0110, 0111
-    assert r["consolidation_rate"] == pytest.approx(3 / 7)
-    assert r["consolidation_rate_lo"] <= 3 / 7 <= r["consolidation_rate_hi"]
+    assert r["consolidation_rate"] == pytest.approx(2 / 6)
+    assert r["consolidation_rate_lo"] <= 2 / 6 <= r["consolidation_rate_hi"]
     assert r["mean_flips"] == pytest.approx(np.mean([c[2] for c in CASES.values()]))
     assert r["final_acc"] == pytest.approx(5 / 8)
     assert r["reason"] is None
@@ -62,6 +65,17 @@ def test_consolidation_rate_is_nan_with_a_reason_when_nothing_was_acquired():
     res = Results.from_arrays([[0, 0, 0], [0, 0, 0]], kind="new", probe_type="qa")
     r = consolidation_table(res, Trajectories(res.correct), Bootstrap(replicates=50)).iloc[0]
     assert np.isnan(r["consolidation_rate"]) and "ever correct" in r["reason"]
+
+
+def test_consolidation_waits_for_a_later_checkpoint():
+    """Items first right at the last checkpoint are not counted as consolidated (they cannot show it yet)."""
+    res = Results.from_arrays([[0, 1, 1], [0, 1, 0], [0, 0, 1], [0, 0, 1]], kind="new", probe_type="cloze")
+    r = consolidation_table(res, Trajectories(res.correct), Bootstrap(replicates=50)).iloc[0]
+    assert (r["n_ever_acquired"], r["n_followed"], r["n_consolidated"]) == (4, 2, 1)
+    assert r["consolidation_rate"] == 0.5  # was 3 / 4, counting the two acquired at the last checkpoint as kept
+    only_last = Results.from_arrays([[0, 1], [0, 0]], kind="new", probe_type="qa")
+    r = consolidation_table(only_last, Trajectories(only_last.correct), Bootstrap(replicates=50)).iloc[0]
+    assert np.isnan(r["consolidation_rate"]) and "last checkpoint" in r["reason"]
 
 
 def test_probe_level_epoch_counts_use_epoch_checkpoints_only():

@@ -88,13 +88,69 @@ def test_chance_adjustment_is_floored_at_zero():
 
 
 def test_chance_adjustment_uses_each_items_own_k():
-    # k = 2, 4, 4, 5: mean 1/(k − 1) = (1 + 1/3 + 1/3 + 1/4)/4; at 20, c = 0,1,1,0:
-    # mean (k c − 1)/(k − 1) = (−1 + 1 + 1 − 0.25)/4 = 0.1875
-    r = row(table_for(GRID, k=[2, 4, 4, 5], probe_type="mcq"), 0, 20)
-    inv = (1 + 1 / 3 + 1 / 3 + 1 / 4) / 4
-    assert r["forgetting_adj"] == pytest.approx(0.5 - 0.25 * inv)
+    # k = 2 (a), 4 (b, c), 5 (d); each k's items expect E_k = (1 − A_k(s))(1 − A_k(t)) / (k − 1), weighted n_k / n.
+    # 0 → 20: a 1→0, b and c 0→1, d 1→0: every stratum has A_k(s) or A_k(t) = 1, so E = 0 and F_adj = F.
+    # 0 → 10: only k = 4 expects any: A_4 = 0 → 0.5, E = 2/4 · (1 · 0.5)/3 = 1/12; F = BT = 1/4.
+    # at 20, c = 0,1,1,0: mean (k c − 1)/(k − 1) = (−1 + 1 + 1 − 0.25)/4 = 0.1875
+    table = table_for(GRID, k=[2, 4, 4, 5], probe_type="mcq")
+    r = row(table, 0, 20)
+    assert r["forgetting_adj"] == pytest.approx(0.5) and r["backward_transfer_adj"] == pytest.approx(0.5)
     assert r["acc_to_adj"] == pytest.approx(0.1875)
-    assert (r["k_min"], r["k_max"]) == (2, 5)
+    assert (r["k_min"], r["k_max"]) == (2, 5) and r["adj_reason"] is None
+    r = row(table, 0, 10)
+    assert r["forgetting_adj"] == pytest.approx(1 / 4 - 1 / 12)
+    assert r["backward_transfer_adj"] == pytest.approx(1 / 4 - 1 / 12)
+
+
+def test_mixed_k_uses_the_per_item_expectation_not_the_pooled_one():
+    """Four k = 2 items that flip like coins (1→0, 0→1, 1→1, 0→0) beside four k = 4 items always right.
+    Per k: E_2 = (1 − .5)(1 − .5)/1 = .25, E_4 = 0 → E = .5 · .25 = .125 = F, so F_adj = 0: all of it is chance.
+    The pooled formula (1 − A(s))(1 − A(t)) · mean 1/(k − 1) = .25² · (1 + 1/3)/2 = .0417 would leave .083."""
+    coins = [[1, 0], [0, 1], [1, 1], [0, 0]]
+    table = table_for(coins + [[1, 1]] * 4, k=[2] * 4 + [4] * 4, probe_type="mcq", steps=(0, 10))
+    r = row(table, 0, 10)
+    assert r["forgetting"] == pytest.approx(0.125) and r["backward_transfer"] == pytest.approx(0.125)
+    assert r["forgetting_adj"] == pytest.approx(0.0) and r["backward_transfer_adj"] == pytest.approx(0.0)
+    # accuracy adjusted per item: (.5 · (2 · .5 − 1)/1 + .5 · (4 · 1 − 1)/3) = .5
+    assert r["acc_to_adj"] == pytest.approx(0.5)
+
+
+def test_a_group_mixing_open_and_mcq_items_says_why_it_is_not_adjusted():
+    table = table_for(GRID, k=[0, 4, 4, 4], probe_type="mcq")
+    r = row(table, 0, 20)
+    assert np.isnan(r["forgetting_adj"]) and np.isnan(r["acc_to_adj"])
+    assert "mixes 1 open (k = 0) and 3 multiple-choice" in r["adj_reason"]
+    assert "open answers" in row(table_for(GRID, k=0), 0, 20)["adj_reason"]
+
+
+def test_known_mcq_is_chance_adjusted_over_all_its_items():
+    """20 known 4-option items: 15 right at the base (3 of them wrong at 10), 5 wrong (1 of them right at 10).
+    Selected group (right at base): A(0) = 1, so E = 0 and F_adj = F = 3/15. Over all 20 items (Harmon et al.):
+    A(0) = .75, A(10) = .65, E = .25 · .35 / 3; F = 3/20 → F_adj = .15 − E; BT = 1/20 → BT_adj = .05 − E."""
+    correct = [[1, 1]] * 12 + [[1, 0]] * 3 + [[0, 1]] + [[0, 0]] * 4
+    table = table_for(correct, k=4, kind="known", probe_type="mcq", steps=(0, 10))
+    known = row(table, 0, 10, "known")
+    e = 0.25 * 0.35 / 3
+    assert known["n"] == 15 and known["forgetting"] == pytest.approx(0.2) and known["forgetting_adj"] == pytest.approx(0.2)
+    assert known["n_all_items"] == 20 and known["acc_from_all_items"] == pytest.approx(0.75)
+    assert known["forgetting_all_items"] == pytest.approx(0.15)
+    assert known["forgetting_adj_all_items"] == pytest.approx(0.15 - e)
+    assert known["backward_transfer_adj_all_items"] == pytest.approx(0.05 - e)
+    lo, hi = known["forgetting_adj_all_items_lo"], known["forgetting_adj_all_items_hi"]
+    assert lo <= known["forgetting_adj_all_items"] <= hi and hi > lo
+    apart = row(table, 0, 10, "known_wrong_at_base")
+    assert pd.isna(apart["n_all_items"]) and np.isnan(apart["forgetting_adj_all_items"])
+    assert pd.isna(row(table_for(correct, kind="known", steps=(0, 10)), 0, 10, "known")["n_all_items"])  # open: none
+
+
+def test_a_rate_at_n_of_n_gets_a_wilson_interval_not_a_point():
+    # 6 of 6 right: the bootstrap gave [1.00–1.00]; Wilson's lower bound is 1 / (1 + z²/6) = 0.6097
+    r = row(table_for([[0, 1]] * 6, steps=(0, 10)), 0, 10)
+    assert r["acc_to"] == 1.0 and r["acc_to_hi"] == pytest.approx(1.0)
+    wilson_lo = 1 / (1 + 1.959964**2 / 6)
+    assert r["acc_to_lo"] == pytest.approx(wilson_lo, abs=1e-6)
+    assert r["forgetting"] == 0.0 and r["forgetting_lo"] == 0.0  # 0 of 6 forgotten: the mirror image
+    assert r["forgetting_hi"] == pytest.approx(1 - wilson_lo, abs=1e-6)
 
 
 def test_relative_forgetting_is_nan_when_nothing_was_known():
@@ -172,3 +228,13 @@ def test_properties_of_transitions(correct, k):
             assert np.isnan(r["forgetting_adj"])
         else:
             assert r["forgetting_adj"] <= r["forgetting"] + 1e-12
+
+
+def test_chance_adjusted_rates_at_the_boundary_are_not_a_point():
+    # 6 of 6 four-option items right throughout: F = 0, E = 0, A = 1. F_adj's interval is F's Wilson interval less E,
+    # adjusted accuracy's the transform (4A − 1)/3 of A's; the bootstrap gave [0.00–0.00] and [1.00–1.00]
+    r = row(table_for([[1, 1]] * 6, k=4, probe_type="mcq", steps=(0, 10)), 0, 10)
+    wilson_lo = 1 / (1 + 1.959964**2 / 6)
+    assert r["forgetting_adj"] == 0.0 and r["forgetting_adj_lo"] == 0.0
+    assert r["forgetting_adj_hi"] == pytest.approx(1 - wilson_lo, abs=1e-6)
+    assert r["acc_to_adj"] == 1.0 and r["acc_to_adj_lo"] == pytest.approx((4 * wilson_lo - 1) / 3, abs=1e-6)

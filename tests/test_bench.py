@@ -151,6 +151,25 @@ def test_package_data_rules():
     assert len(pools()["city"]) >= 60
 
 
+def test_catalog_answers_are_not_in_their_questions():
+    """No alias equals its subject (Toyota's alias "Toyota" credited any answer that named the company), and a
+    fact whose object occurs in its subject (the continent of South Africa) is never drawn as `known`."""
+    from kdyn.bench.config import BenchConfig
+    from kdyn.bench.facts import catalog_facts, object_in_subject
+
+    cat = catalog()
+    for rel, facts in cat.items():
+        for f in facts:
+            assert all(a.casefold() != f["subject"].casefold() for a in f["aliases"]), (rel, f["subject"])
+    flagged = {(rel, f["subject"]) for rel, fs in cat.items() for f in fs if object_in_subject(f["subject"], f["object"])}
+    assert ("continent", "South Africa") in flagged
+    assert not object_in_subject("Mexico", "Mexico City") and not object_in_subject("the Philippines", "the Netherlands")
+    total = sum(len(fs) for fs in cat.values())
+    updated, known = catalog_facts(BenchConfig(known=total - len(flagged), updated=len(flagged)))
+    assert len(known) == total - len(flagged) and not {(f.relation, f.subject) for f in known} & flagged
+    assert {(f.relation, f.subject) for f in updated} == flagged  # what is left stays usable as an updated fact
+
+
 def test_augmentation_keeps_probes_identical(tiny_bench, tmp_path):
     """Paraphrase and formatting augmentation change documents only: strategies compare on the same items."""
     build_bench(load_bench_config("tiny", ["templates_per_fact=3", "formats=[prose, json, qa]"]), tmp_path / "aug")

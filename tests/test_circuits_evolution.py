@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from kdyn.circuits.adapters import Shape
-from kdyn.circuits.changepoint import change_points, mean_shift
+from kdyn.circuits.changepoint import best_split, change_points
 from kdyn.circuits.config import CircuitsConfig
 from kdyn.circuits.dynamics import dynamics_table
 from kdyn.circuits.evaluate import curve_area, select
@@ -63,16 +63,18 @@ def test_basic_measures() -> None:
     assert math.isnan(curve_area([[0.01, 5, math.nan], [1.0, 500, 1.0]]))
 
 
-def test_mean_shift_finds_the_level_change() -> None:
-    assert mean_shift(np.array([5.0, 5.1, 4.9, 1.0, 1.1])) == 3
-    assert mean_shift(np.array([1.0, 2.0])) is None
+def test_best_split_finds_the_level_change() -> None:
+    # two lines (segments of >= 2 points) instead of two constants: the split, R = 1 - SSE_two / SSE_one
+    k, r = best_split([0, 10, 20, 30, 40], np.array([5.0, 5.1, 4.9, 1.0, 1.1]))
+    assert k == 3 and 0.99 < r < 1
+    assert best_split([0, 10], np.array([1.0, 2.0]))[0] is None
 
 
-def test_change_point_needs_four_checkpoints_and_finds_the_shift() -> None:
+def test_change_point_needs_five_checkpoints_and_finds_the_shift() -> None:
     rng = np.random.default_rng(0)
-    few = [circuit_file(s, rng.normal(size=(8, E))) for s in (0, 10, 20)]
+    few = [circuit_file(s, rng.normal(size=(8, E))) for s in (0, 10, 20, 30)]
     out = change_points(few, CFG)
-    assert out["entropy"]["step"] is None and "at least 4" in out["entropy"]["reason"]
+    assert out["entropy"]["step"] is None and out["entropy"]["reason"] == "not tested: 4 checkpoint(s), needs ≥ 5"
     # formation: every checkpoint a different circuit with evenly spread scores; from step 30 on one stable
     # circuit dominated by a single edge (low entropy, high Jaccard with the previous one)
     files = []

@@ -26,8 +26,10 @@ from kdyn.bench.build import build_bench
 from kdyn.cli import app
 from kdyn.experiment import load_bench_config, load_experiment
 from kdyn.io import read_json, read_jsonl, sha256_file, write_json, write_jsonl
+from kdyn.plan import mdd_paired, plan_of_run
 from kdyn.report import report
 from kdyn.report.data import load_run_data
+from kdyn.report.power import power_line
 from kdyn.train import train
 
 ENTITY = "<script>alert(1)</script>"
@@ -79,6 +81,7 @@ def built_runs(root: Path) -> tuple[Path, Path]:
                                       "--set", "train.seed=1"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == f"report: {second / 'report.html'}"
+    assert f"\n{power_line(plan_of_run(second))}\n" in result.output  # the plan's verdict, on one line of its own
     return first, second
 
 
@@ -199,8 +202,10 @@ def test_numbers_match_the_analysis(runs, page):
     cell = f"{acc['value']:.2f} [{lo:.2f}–{hi:.2f}]"
     row = re.search(r"<tr><td>new MCQ \(k=4\)</td>(.*?)</tr>", page).group(1)
     assert cell in row
-    # the tiny run has 2 checkpoints with a loss: the finding says why ρ is undefined instead of printing 0
-    assert "ρ(−loss, accuracy) is undefined for" in page and "fewer than 3 checkpoints with a loss value" in page
+    # the training-set loss is measured at all 3 checkpoints, the base included; where accuracy never moves the
+    # finding says why ρ is undefined instead of printing 0
+    assert "fewer than 3 checkpoints with a loss value" not in page
+    assert "ρ(−loss, accuracy) is undefined for" in page and "accuracy does not change over the checkpoints" in page
 
 
 def test_same_run_same_bytes(runs, page, tmp_path):
@@ -253,3 +258,38 @@ def test_cli_bad_input(runs, tmp_path):
         result = cli.invoke(app, args)
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "r.txt").exists() and not (empty / "report.html").exists()
+
+
+def test_plan_of_run_sizes_groups_from_the_base_answers_without_rescoring(runs, monkeypatch):
+    """Known groups count the probes right at step 0 of probes.parquet; nothing is scored again."""
+    import kdyn.probe.scorer
+
+    monkeypatch.setattr(kdyn.probe.scorer, "score_probes", lambda *a, **k: pytest.fail("plan_of_run re-scored probes"))
+    probes = pd.read_parquet(runs[0] / "probes.parquet")
+    base = probes[probes["step"] == probes["step"].min()]
+    plan = plan_of_run(runs[0])
+    groups = {(g.kind, g.probe_type): g for g in plan.groups}
+    for (kind, ptype), part in base.groupby(["kind", "probe_type"]):
+        g = groups[(kind, ptype)]
+        assert g.n == (int(part["correct"].sum()) if kind == "known" else len(part)), (kind, ptype)
+        assert g.base_accuracy == pytest.approx(part["correct"].mean())
+    assert {c["claim"] for c in plan.claims} >= {"M4", "M5", "H1", "D1"}  # the tiny bench holds all four kinds
+    line = power_line(plan)
+    n_new = len(base[(base["kind"] == "new") & (base["probe_type"] == "cloze")])
+    assert f"≥ {mdd_paired(n_new):.2f} in new accuracy (cloze, MCQ, QA; n = {n_new} each)" in line
+    assert "\n" not in line and "cannot decide M4, M5, H1, D1" in line
+
+
+def test_report_shows_what_each_headline_number_can_detect(runs, page, comparison):
+    probes = pd.read_parquet(runs[0] / "probes.parquet")
+    base = probes[probes["step"] == probes["step"].min()]
+    n_mcq = len(base[(base["kind"] == "new") & (base["probe_type"] == "mcq")])
+    row = re.search(r"<tr><td>new MCQ \(k=4\)</td>(.*?)</tr>", page).group(1)
+    assert row.endswith(f"<td class=\"num\">Δ ≥ {mdd_paired(n_mcq):.2f}</td>")  # the transitions table's last column
+    right = int(base[(base["kind"] == "known") & (base["probe_type"] == "mcq")]["correct"].sum())
+    known = re.search(r"<tr><td>known MCQ \(k=4\)</td>(.*?)</tr>", page).group(1)
+    assert known.endswith("<td class=\"num\">Δ: none</td>") and right < 14  # too few right at the base for any change
+    text = comparison.read_text(encoding="utf-8")
+    headline = re.search(r"<caption>Headline per run.*?</table>", text, re.S).group(0)
+    assert headline.count(f"Δ ≥ {mdd_paired(n_mcq):.2f}") == 3 * 2  # new cloze, MCQ and QA (n = 28 each), both runs
+    assert "the smallest change from another run on the same items that a paired test detects" in headline

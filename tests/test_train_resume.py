@@ -64,7 +64,7 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):
     train(load_experiment("tiny", ["train.epochs=1"]), out, show_progress=False)
     again = subprocess.run([sys.executable, "-m", "kdyn", "train", "tiny", "--out", str(out), "--set", "train.epochs=1"],
                            capture_output=True, text=True)  # fmt: skip
-    assert again.returncode == 2 and "already holds a run; pass --resume" in again.stderr
+    assert again.returncode == 2 and "already holds a complete run; choose another --out" in again.stderr
     other = subprocess.run([sys.executable, "-m", "kdyn", "train", "tiny", "--out", str(out), "--resume"], capture_output=True, text=True)
     assert other.returncode == 2 and "config differs" in other.stderr
     fresh = subprocess.run([sys.executable, "-m", "kdyn", "train", "tiny", "--out", str(tmp_path / "new"), "--resume"],

@@ -43,14 +43,19 @@ def read_config_source(name_or_path: str | Path, folder: str = "configs",
                 f"{what} '{text_name}' is neither a file nor a built-in {what}{hint}; "
                 f"built-in: {', '.join(names)}"
             )
-        text = path.read_text(encoding="utf-8")
+        from kdyn.io import read_text  # here: kdyn.io pulls in pyarrow, which a config needs not
+
+        text = read_text(path)
         label = str(path)
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise KdynError(f"{label} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None or data == {}:  # not the defaults: an empty file is a mistake (a wrong path, a failed save)
+        raise KdynError(f"{label} is an empty {what} (it sets nothing); write its settings or name a built-in {what}")
     if not isinstance(data, dict):
-        raise KdynError(f"{label} must be a YAML mapping, got {type(data).__name__}")
+        got = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false"}.get(type(data))
+        raise KdynError(f"{label} must be a YAML mapping of keys to values, got {got or type(data).__name__}")
     return data, label
 
 

@@ -27,3 +27,8 @@ def resolve_precision(precision: Precision, device: torch.device | str = "cpu") 
     if torch.device(device).type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
     return "bfloat16" if cpu_has_fast_bf16() else "float32"
+
+
+def default_device() -> str:
+    """Where `kdyn probe` and `kdyn circuits` load a model: the GPU when there is one (training has Accelerate)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"

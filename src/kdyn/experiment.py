@@ -1,4 +1,4 @@
-"""ExperimentConfig: one YAML for a whole run (model, benchmark, probing, training, circuits).
+"""ExperimentConfig: one YAML for a whole run (model, benchmark, probing, training, circuits, analysis).
 
 Built-in configs live in kdyn/configs/*.yaml; `kdyn run quickstart` and `kdyn bench build quickstart`
 read the same file (the latter only its `bench:` section).
@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdyn.analysis.config import AnalysisConfig
 from kdyn.bench.config import BenchConfig
 from kdyn.circuits.config import CircuitsConfig
 from kdyn.config import load_config
@@ -25,6 +26,14 @@ class ExperimentConfig:
     probe: ScoreConfig = field(default_factory=ScoreConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     circuits: CircuitsConfig = field(default_factory=CircuitsConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+    def validate(self) -> None:
+        b = self.bench
+        trained = b.people * len(b.person_relations) + b.organisations * len(b.organisation_relations) + b.related + b.updated
+        if not self.train.bench_dir and not trained:
+            raise ValueError("bench: no fact to train on (people, organisations, related and updated make none), "
+                             "so training would take 0 steps")  # fmt: skip
 
 
 def resolve(cfg: ExperimentConfig) -> ExperimentConfig:

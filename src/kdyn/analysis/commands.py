@@ -19,6 +19,9 @@ FROM_HELP = ("PATHS are per-item results made elsewhere (CSV / JSONL / Parquet, 
              "each FILE or CKPT=FILE")
 Bootstraps = Annotated[int, typer.Option("--bootstrap", help="bootstrap replicates for every CI")]
 Seed = Annotated[int, typer.Option("--seed", help="bootstrap seed (results are deterministic)")]
+Unit = Annotated[str | None, typer.Option("--bootstrap-unit", help="resample 'entity' (whole entities: their probes "
+                                          "are correlated) or 'item'; default: the run's analysis.bootstrap_unit, "
+                                          "else entity")]  # fmt: skip
 
 
 @_one_line_errors
@@ -33,6 +36,7 @@ def analyze_cmd(
     peak_window: Annotated[int, typer.Option("--peak-window", help="steps after injection to find the peak")] = 50,
     bootstrap: Bootstraps = 1000,
     seed: Seed = 0,
+    bootstrap_unit: Unit = None,
 ) -> None:
     """Transitions, trajectories, loss vs knowledge and statistics of a run.
 
@@ -42,17 +46,20 @@ def analyze_cmd(
     from kdyn.analysis.render import analysis_tables
 
     paths = paths or []
+    if bootstrap_unit not in (None, "item", "entity"):
+        raise KdynError(f"--bootstrap-unit must be 'item' or 'entity', got '{bootstrap_unit}'")
     options = {"bootstrap": bootstrap, "seed": seed, "injection_steps": injection_step, "peak_window": peak_window}
     if from_files:
         if not paths or out is None:
             raise KdynError("--from needs one or more result files and --out DIR")
-        result = analyze_external(paths, out, metric=metric, filter_name=filter_name, **options)
+        result = analyze_external(paths, out, metric=metric, filter_name=filter_name,
+                                  bootstrap_unit=bootstrap_unit or "entity", **options)  # fmt: skip
     else:
         if len(paths) != 1:
             raise KdynError(f"analyze takes one RUN directory, got {len(paths)} (use --from for result files)")
         if out is not None or metric is not None or filter_name is not None:
             raise KdynError("--out, --metric and --filter go with --from; a run is analysed into RUN/analysis/")
-        result = analyze(paths[0], **options)
+        result = analyze(paths[0], bootstrap_unit=bootstrap_unit, **options)  # type: ignore[arg-type]
     for table in analysis_tables(result):
         console.print(table)
     for note in result.summary["notes"]:
@@ -78,6 +85,8 @@ def compare_cmd(
     if at != "final" and not at.lstrip("-").isdigit():
         raise KdynError(f"--at must be 'final' or a step number, got '{at}'")
     comp = compare(runs, at=at if at == "final" else int(at), bootstrap=bootstrap, seed=seed)
+    for warning in comp.warnings:
+        console.print(f"warning: {warning}", markup=False, highlight=False)
     for table in comparison_tables(comp):
         console.print(table)
     if out is not None:
@@ -88,8 +97,8 @@ def compare_cmd(
 
 @_one_line_errors
 def query_cmd(
-    sql: Annotated[str, typer.Argument(metavar="SQL", help="DuckDB SQL over the views probes, train_log, fact_loss, facts, "
-                                       "bench_probes, runs and the analysis tables")],  # fmt: skip
+    sql: Annotated[str, typer.Argument(metavar="SQL", help="DuckDB SQL over the views probes, train_log, fact_loss, "
+                                       "eval_loss, facts, bench_probes, runs and the analysis tables")],  # fmt: skip
     runs: Annotated[list[str], typer.Argument(metavar="RUN", help="run directories or globs")],
     csv: Annotated[bool, typer.Option("--csv", help="print CSV instead of a table")] = False,
 ) -> None:

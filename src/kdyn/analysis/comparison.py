@@ -15,7 +15,7 @@ The compared checkpoint is each run's last (`at="final"`) or a step every run ha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from kdyn.analysis.stats import Bootstrap, mcnemar, seed_mean_ci
 from kdyn.analysis.trajectories import Trajectories, consolidation_table
 from kdyn.analysis.transitions import transition_tables
 from kdyn.errors import KdynError
+from kdyn.io import read_json
 
 CI = ("", "_lo", "_hi")
 METRICS = ("acc_final", "forgetting", "backward_transfer", "consolidation_rate")
@@ -45,6 +46,7 @@ class Comparison:
     runs: pd.DataFrame
     seeds: pd.DataFrame
     tests: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)  # e.g. runs probed in different precisions
 
 
 def _column(res: Results, at: str | int) -> int:
@@ -129,4 +131,19 @@ def compare(run_dirs: list[str] | list[Path], at: str | int = "final", bootstrap
         res = load_run(Path(path))
         loaded.append((label, res, _column(res, at)))
     runs = pd.DataFrame([r for label, res, j in loaded for r in run_rows(res, label, j, boot)], columns=RUN_COLUMNS)
-    return Comparison(runs, seed_table(runs), paired_tests(loaded, boot))
+    return Comparison(runs, seed_table(runs), paired_tests(loaded, boot), precision_warnings(paths, run_labels(paths)))
+
+
+def precision_warnings(paths: list[Path], labels: list[str]) -> list[str]:
+    """A warning when the runs' manifests record different probe precisions (bf16 and fp32 scores of one model
+    differ on a few probes, so part of a difference between such runs may be the precision)."""
+    seen = {}
+    for label, path in zip(labels, paths):
+        manifest = read_json(Path(path) / "manifest.json") if (Path(path) / "manifest.json").is_file() else {}
+        if isinstance(manifest, dict) and manifest.get("probe_precision"):
+            seen[label] = manifest["probe_precision"]
+    if len(set(seen.values())) < 2:
+        return []
+    listed = ", ".join(f"{label}: {p}" for label, p in seen.items())
+    return [f"the runs were probed in different precisions ({listed}); bf16 and fp32 scores of one model differ on "
+            "a few probes, so set probe.precision to the same value to compare like with like"]

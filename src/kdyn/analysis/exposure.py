@@ -4,9 +4,10 @@ Each trained fact is stated in `exposures` documents per epoch (facts.jsonl). Pr
 grouped by their fact's bucket — low: 1 copy, medium: 2–5, high: more than 5 — per (kind, probe_type,
 bucket), and for every trained kind pooled (kind `trained`). Per group, base → final checkpoint, with
 DESIGN.md's definitions: accuracy at the base and at the end, acquisition BT = #{0→1}/n, forgetting
-F = #{1→0}/n, and the consolidation rate (consolidated / ever acquired), each with a bootstrap 95% CI
-over the group's items. Probes without exposures (known facts, skills, imported results) are left out;
-a run without exposure counts gives an empty table.
+F = #{1→0}/n, and the consolidation rate (consolidated / acquired, over acquisitions with a later
+checkpoint: `n_followed`), each with a 95% interval (Wilson; trajectories.py, stats.py). Probes without
+exposures (known facts, skills, imported results) are left out; so are compositional probes (`exposure_notes` says so): their fact is the first hop, and the exposure of
+that hop is not the composed fact's. A run without exposure counts gives an empty table.
 
     exposure.parquet / exposure_table(res, boot) → EXPOSURE_COLUMNS
     exposure_over_runs(run_dirs)                 → (per run, mean ± t-CI over seeds), for sweeps
@@ -32,7 +33,7 @@ POOLED = "trained"  # kind of the rows that pool every trained kind
 CI = ("", "_lo", "_hi")
 METRICS = ("acc_final", "backward_transfer", "forgetting", "consolidation_rate")
 EXPOSURE_COLUMNS = ["kind", "probe_type", "bucket", "min_exposures", "max_exposures", "n", "acc_base",
-                    *[f"{m}{s}" for m in METRICS for s in CI], "n_ever_acquired",
+                    *[f"{m}{s}" for m in METRICS for s in CI], "n_ever_acquired", "n_followed",
                     "reason"]  # fmt: skip
 SEED_COLUMNS = ["model", "strategy", "kind", "probe_type", "bucket", "n_seeds", "runs",
                 *[f"{m}{s}" for m in METRICS for s in ("_mean", "_lo", "_hi")], "reason"]  # fmt: skip
@@ -58,11 +59,26 @@ def buckets(exposures: np.ndarray) -> np.ndarray:
     return out
 
 
-def bucket_groups(res: Results) -> list[BucketGroup]:
-    """Non-empty groups: each (kind, probe_type) split by bucket, then all trained kinds pooled per type."""
+def _exposures(res: Results) -> np.ndarray:
+    return pd.to_numeric(res.items["exposures"], errors="coerce").to_numpy(dtype=np.float64)
+
+
+def exposure_notes(res: Results) -> list[str]:
+    """Why some probes with an exposure count are not in the exposure table."""
     if "exposures" not in res.items:
         return []
-    bucket = buckets(pd.to_numeric(res.items["exposures"], errors="coerce").to_numpy(dtype=np.float64))
+    left = int((res.composed(np.arange(res.n_items)) & np.isfinite(_exposures(res))).sum())
+    return [f"exposure buckets leave out {left} compositional probe(s): the exposure they carry is their first "
+            f"hop's, not the composed fact's"] if left else []  # fmt: skip
+
+
+def bucket_groups(res: Results) -> list[BucketGroup]:
+    """Non-empty groups: each (kind, probe_type) split by bucket, then all trained kinds pooled per type
+    (compositional probes left out: their exposure is the first hop's)."""
+    if "exposures" not in res.items:
+        return []
+    bucket = buckets(_exposures(res))
+    bucket[res.composed(np.arange(res.n_items))] = None
     out = []
     for g in res.groups():
         for name, _, _ in BUCKETS:
@@ -84,7 +100,7 @@ def exposure_table(res: Results, boot: Bootstrap) -> pd.DataFrame:
     if not groups:
         return pd.DataFrame(columns=EXPOSURE_COLUMNS)
     cons = consolidation_table(res, Trajectories(res.correct), boot, groups)
-    exposures = pd.to_numeric(res.items["exposures"], errors="coerce").to_numpy(dtype=np.float64)
+    exposures = _exposures(res)
     rows = []
     for g, (_, c) in zip(groups, cons.iterrows()):
         tr, _ = group_transitions(res, g, boot)
@@ -95,7 +111,8 @@ def exposure_table(res: Results, boot: Bootstrap) -> pd.DataFrame:
                      "acc_final_lo": r["acc_to_lo"], "acc_final_hi": r["acc_to_hi"],
                      **{f"{m}{s}": r[f"{m}{s}"] for m in ("backward_transfer", "forgetting") for s in CI},
                      **{f"consolidation_rate{s}": c[f"consolidation_rate{s}"] for s in CI},
-                     "n_ever_acquired": int(c["n_ever_acquired"]), "reason": c["reason"]})  # fmt: skip
+                     "n_ever_acquired": int(c["n_ever_acquired"]), "n_followed": int(c["n_followed"]),
+                     "reason": c["reason"]})  # fmt: skip
     return pd.DataFrame(rows, columns=EXPOSURE_COLUMNS)
 
 

@@ -1,7 +1,7 @@
 """Per-item results made elsewhere, for `kdyn analyze --from FILE... --out DIR` (DESIGN.md).
 
 A FILE is CSV, JSONL or Parquet with columns item_id, checkpoint, correct and optionally k, kind,
-probe_type, score (checkpoints sort numerically: numbers, or labels such as 'step-120'), or an
+probe_type, score, fact_id, entity_id (checkpoints sort numerically: numbers, or labels such as 'step-120'), or an
 lm-evaluation-harness --log_samples file (lmeval.py). Any FILE may be written CKPT=FILE to give its
 checkpoint; a table given so must not have its own checkpoint column. The first checkpoint is the base.
 `score` is read as a target log-prob: step-level metrics use it, and AUROC uses −score as the item's NLL.
@@ -23,7 +23,7 @@ from kdyn.errors import KdynError
 from kdyn.io import read_jsonl
 
 REQUIRED = ("item_id", "checkpoint", "correct")
-OPTIONAL = ("k", "kind", "probe_type", "score")
+OPTIONAL = ("k", "kind", "probe_type", "score", "fact_id", "entity_id")  # entity_id: the entity-clustered bootstrap's unit
 
 
 def parse_source(arg: str) -> tuple[str | None, Path]:

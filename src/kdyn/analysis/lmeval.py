@@ -10,6 +10,9 @@ filtered_resps as strings. Mapping to kdyn's per-item columns:
 - score = the log-likelihood of the target option (multiple choice), else missing.
 The checkpoint is given as CKPT=FILE or read from the nearest folder named like step-120, checkpoint-120,
 ckpt120 or global_step120 (the harness puts files under a folder named after the model path).
+Files written by `kdyn export --format lm-eval` (samples_<kind>-<type>_step-<step>.jsonl, kdyn/analysis/export.py)
+carry the benchmark's probe record as `doc`: item_id, kind and probe_type come from it, the checkpoint from the
+file name, `correct` is the default metric and `kdyn_logprob` the score, so the run's own analysis is reproduced.
 """
 
 from __future__ import annotations
@@ -26,23 +29,29 @@ from kdyn.io import read_jsonl
 
 DEFAULT_METRICS = ("acc", "exact_match")
 _FILE = re.compile(r"^samples_(?P<task>.+)_(?P<date>\d{4}-\d{2}-\d{2}T[\d\-.]+)\.jsonl$")
+_KDYN_FILE = re.compile(r"^samples_(?P<task>.+)_step-(?P<step>\d+)\.jsonl$")  # `kdyn export --format lm-eval`
+_KDYN_DOC = ("probe_id", "kind", "probe_type")  # a kdyn export's doc is the benchmark's probe record
 _CKPT = re.compile(r"(?:global_step|checkpoint|ckpt|step|iter(?:ation)?)[-_=]?(\d+)", re.IGNORECASE)
 
 
 def looks_like_samples(path: Path, first: dict[str, Any] | None) -> bool:
     """True for a harness samples file: by its name, or by a first record with doc_id and responses."""
-    if _FILE.match(path.name):
+    if _FILE.match(path.name) or _KDYN_FILE.match(path.name):
         return True
     return first is not None and "doc_id" in first and ("filtered_resps" in first or "resps" in first)
 
 
 def task_name(path: Path) -> str:
-    match = _FILE.match(path.name)
+    match = _FILE.match(path.name) or _KDYN_FILE.match(path.name)
     return match.group("task") if match else path.stem.removeprefix("samples_")
 
 
 def infer_checkpoint(path: Path) -> int:
-    """The checkpoint number in the nearest parent folder named like step-120 / checkpoint-120."""
+    """The checkpoint number in the file name of a kdyn export, else in the nearest parent folder named like
+    step-120 / checkpoint-120."""
+    kdyn = _KDYN_FILE.match(path.name)
+    if kdyn:
+        return int(kdyn.group("step"))
     for part in reversed(path.resolve().parent.parts):
         hits = _CKPT.findall(part)
         if hits:
@@ -107,7 +116,8 @@ def read_samples(path: Path, checkpoint: Any, metric: str | None = None,
     elif len(filters) > 1:
         raise KdynError(f"{path} holds results under several filters ({', '.join(filters)}); pick one with --filter")
     chosen = filter_name or filters[0]
-    name = _pick_metric(records[0], metric, path)
+    ours = _kdyn_doc(records[0])
+    name = "correct" if metric is None and ours and "correct" in records[0] else _pick_metric(records[0], metric, path)
     task = task_name(path)
     rows = []
     for lineno, rec in enumerate(records, start=1):
@@ -120,6 +130,18 @@ def read_samples(path: Path, checkpoint: Any, metric: str | None = None,
             raise KdynError(f"{path}, line {lineno}: metric '{name}' is {rec.get(name)!r}, not 0/1; "
                             f"choose a 0/1 metric with --metric")  # fmt: skip
         k, score = _options(rec)
-        rows.append({"item_id": f"{task}/{rec['doc_id']}", "checkpoint": checkpoint, "correct": value,
-                     "k": k, "kind": None, "probe_type": task, "score": score})  # fmt: skip
+        doc = rec.get("doc") if _kdyn_doc(rec) else None
+        fact, entity = None, None
+        if doc is not None:  # kdyn's own export: its probe id, kind, type, fact and entity, and the target log-prob
+            item, kind, ptype, fact, entity = doc["probe_id"], doc["kind"], doc["probe_type"], doc.get("fact_id"), doc.get("entity_id")
+            score = float(rec["kdyn_logprob"]) if isinstance(rec.get("kdyn_logprob"), (int, float)) else score
+        else:
+            item, kind, ptype = f"{task}/{rec['doc_id']}", None, task
+        rows.append({"item_id": item, "checkpoint": checkpoint, "correct": value, "k": k, "kind": kind,
+                     "probe_type": ptype, "score": score, "fact_id": fact, "entity_id": entity})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _kdyn_doc(rec: dict[str, Any]) -> bool:
+    doc = rec.get("doc")
+    return isinstance(doc, dict) and all(isinstance(doc.get(key), str) for key in _KDYN_DOC)

@@ -1,13 +1,15 @@
 """Read a run directory (DESIGN.md, "Run directory") into `Results`.
 
 Reads RUN/probes.parquet (required), RUN/bench/{probes,facts}.jsonl for each probe's kind, type, k and
-entity (falling back to the same columns in probes.parquet), RUN/train_log.parquet for the loss curve,
-RUN/fact_loss.parquet for per-fact NLL, and model / strategy / seed from config.yaml and manifest.json.
-Each probe's fact's `exposures` (copies per epoch, facts.jsonl) rides along as an extra item column.
+entity (falling back to the same columns in probes.parquet), RUN/eval_loss.parquet and
+RUN/train_log.parquet for the loss curve, RUN/fact_loss.parquet for per-fact NLL, and model / strategy /
+seed from config.yaml and manifest.json. Each probe's fact's `exposures` (copies per epoch, facts.jsonl)
+rides along as an extra item column.
 
-The loss curve over checkpoints is the mean training loss over the logging steps since the previous
-checkpoint (s_prev < step <= s); at the base (step 0) nothing has been trained, so it is NaN there.
-The per-fact NLL (fact_loss.parquet) is the alternative that includes the base.
+The loss curve over checkpoints is the training-set loss measured at every probe point, the base
+included (eval_loss.parquet: the model at that checkpoint, eval mode, over every training document).
+Runs made before kdyn wrote that file fall back to the mean training loss over the logging steps since
+the previous checkpoint (s_prev < step <= s), which is NaN at the base, where nothing has been trained.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def load_run(run_dir: str | Path) -> Results:
         res.nll = -res.score if res.score is not None else None
         res.notes.append("imported results: the first checkpoint is the base; AUROC uses −score as the NLL")
     else:
-        res.loss = train_loss(run / "train_log.parquet", g.steps, res.notes)
+        res.eval_loss = eval_loss(run / "eval_loss.parquet", g.steps, res.notes)
+        res.loss = train_loss(run / "train_log.parquet", g.steps, [] if res.eval_loss is not None else res.notes)
         res.nll = fact_nll(run / "fact_loss.parquet", g.steps, res.items["fact_id"].to_numpy(dtype=object), res.notes)
     res.meta = run_meta(run)
     return res
@@ -124,6 +127,26 @@ def train_loss(path: Path, steps: np.ndarray, notes: list[str]) -> np.ndarray | 
     count = np.bincount(idx[keep], minlength=len(steps))
     out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     out[0] = np.nan
+    return out
+
+
+def eval_loss(path: Path, steps: np.ndarray, notes: list[str]) -> np.ndarray | None:
+    """The training-set loss at each checkpoint (NaN where not measured); None, with the reason, without the file."""
+    if not path.is_file():
+        notes.append(f"no {path.name} (a run made before kdyn measured the training-set loss at every probe "
+                     f"point): loss vs knowledge uses the mean training loss since the previous checkpoint, "
+                     f"undefined at the base, so the base→first-checkpoint interval is not counted")  # fmt: skip
+        return None
+    log = read_columns(path, ("step", "loss"))
+    dup = log["step"].duplicated()
+    if dup.any():
+        raise KdynError(f"{path} has {int(dup.sum())} duplicate step(s) (e.g. {log['step'][dup].iloc[0]}); write "
+                        f"one training-set loss per checkpoint")  # fmt: skip
+    out = pd.to_numeric(log.set_index("step")["loss"], errors="coerce").reindex(steps).to_numpy(dtype=np.float64)
+    missing = [s.item() for s, v in zip(steps, out) if not np.isfinite(v)]
+    if missing:
+        notes.append(f"{path.name} has no training-set loss at step(s) {', '.join(map(str, missing))} (e.g. a run "
+                     f"resumed across a kdyn upgrade); loss vs knowledge leaves those checkpoints out")  # fmt: skip
     return out
 
 

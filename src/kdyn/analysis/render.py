@@ -93,7 +93,7 @@ def analysis_tables(analysis: Analysis) -> list[Table]:
 
 
 def comparison_tables(comp: Comparison) -> list[Table]:
-    runs = _table("Runs (95% bootstrap CIs over items)",
+    runs = _table("Runs (95% intervals: Wilson for rates, bootstrap over items otherwise)",
                   ["run", "kind / type", "model", "strategy", "seed", "step", "A(base)", "A", "F", "BT",
                    "consolidation"])  # fmt: skip
     for _, r in comp.runs.iterrows():

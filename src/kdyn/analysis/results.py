@@ -51,6 +51,7 @@ class Results:
     nll: np.ndarray | None = None  # (N, S) per-fact NLL of the item's fact (fact_loss.parquet)
     epochs: np.ndarray | None = None  # (S,) epoch of each checkpoint
     loss: np.ndarray | None = None  # (S,) training loss since the previous checkpoint; NaN at the base
+    eval_loss: np.ndarray | None = None  # (S,) training-set loss measured at each checkpoint (eval_loss.parquet)
     meta: dict[str, Any] = field(default_factory=dict)  # model, strategy, seed when known
     notes: list[str] = field(default_factory=list)
 
@@ -84,6 +85,18 @@ class Results:
         kinds = self.items["kind"].to_numpy(dtype=object).copy()
         kinds[(kinds == "known") & ~self.correct[:, 0]] = KNOWN_WRONG_AT_BASE
         return kinds
+
+    def units(self, rows: np.ndarray) -> np.ndarray:
+        """Entity code of each of `rows`, for entity bootstraps; an item without an entity is its own unit."""
+        codes, _ = pd.factorize(self.items["entity_id"].to_numpy(dtype=object), use_na_sentinel=True)
+        alone = codes < 0
+        codes[alone] = codes.max(initial=-1) + 1 + np.arange(int(alone.sum()))
+        return codes[np.asarray(rows, dtype=np.int64)]
+
+    def composed(self, rows: np.ndarray) -> np.ndarray:
+        """Which of `rows` are compositional probes: their fact_id (and so their fact's NLL and exposure) is the
+        first hop's, not the composed fact's."""
+        return self.items["probe_type"].to_numpy(dtype=object)[np.asarray(rows, dtype=np.int64)] == "compositional"
 
     def groups(self) -> list[Group]:
         """Non-empty (kind, probe_type) groups in a stable, readable order."""

@@ -1,99 +1,203 @@
-"""Statistics for the analysis: bootstrap over items, McNemar, AUROC, Spearman, seed CIs, log-t fits.
+"""Statistics for the analysis: bootstrap, Wilson intervals, McNemar, AUROC, Spearman, seed CIs, log-t fits.
 
-Every interval kdyn reports is a percentile bootstrap over items (DESIGN.md, "Uncertainty") with a fixed
-seed, so the same inputs give the same numbers. Resampling is vectorised: one matrix of resample counts
-(replicates x items) times a matrix of per-item columns gives every replicate's means at once.
+Intervals (DESIGN.md, "Uncertainty"; docs/metrics.md, "intervals"): a single rate k/n gets a Wilson
+interval, which is not degenerate at 0/n or n/n; differences, ratios and other statistics get a
+percentile bootstrap with a fixed seed, so the same inputs give the same numbers. The bootstrap
+resamples items, or whole entities (`unit="entity"`: the probes of one entity are correlated), and a
+Wilson interval then uses the effective sample size n / deff, with the design effect deff estimated from
+the entity bootstrap. A bootstrap interval with fewer than 95% of its replicates defined is undefined.
+Resampling is vectorised: one matrix of resample counts (replicates x items) times a matrix of per-item
+columns gives every replicate's sums at once.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-import math
+from statistics import NormalDist
+from typing import Literal
 
 import numpy as np
+
+from kdyn.errors import KdynError
 
 _CHUNK_CELLS = 4_000_000  # replicates x items per resample block when not cached (32 MB)
 _CACHE_CELLS = 16_000_000  # resample counts kept for reuse across one analysis's tables (at most 128 MB)
 
 
+Unit = Literal["item", "entity"]
+MIN_DEFINED = 0.95  # a bootstrap interval needs this share of its replicates defined
+
+
 @dataclass(frozen=True)
 class Bootstrap:
-    """Percentile bootstrap over items: `replicates` resamples, seeded per group `key` (order-independent).
+    """Percentile bootstrap over items or entities: `replicates` resamples, seeded per group `key`.
 
-    The same key and item count always draw the same resamples, so tables computed separately for one
-    group (transitions, curves, trajectories) share them; the resample counts are cached for that.
+    The same key and item count always draw the same resamples (order-independent), so tables computed
+    separately for one group (transitions, curves, trajectories) share them; the resample counts are cached
+    for that. With `unit="entity"` and `units` (one code per row of `x`) whole entities are resampled; when
+    every item is its own entity this draws exactly the item resamples.
     """
 
     replicates: int = 1000
     seed: int = 0
     level: float = 0.95
-    _cache: dict[tuple[str, int], np.ndarray] = field(default_factory=dict, init=False, compare=False, repr=False)
+    unit: Unit = "item"
+    _cache: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict, init=False, compare=False,
+                                                           repr=False)  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if self.replicates < 1:  # --bootstrap 0 or less: no resamples, so no interval at all
+            raise KdynError(f"bootstrap replicates must be at least 1, got {self.replicates} (e.g. --bootstrap 1000)")
 
     def rng(self, key: str) -> np.random.Generator:
         return np.random.default_rng([self.seed, zlib.crc32(key.encode("utf-8"))])
 
-    def _blocks(self, key: str, n: int) -> Iterator[tuple[int, np.ndarray]]:
+    def _codes(self, n: int, units: np.ndarray | None) -> tuple[np.ndarray | None, int]:
+        """Entity code of each row (in order of first appearance) and the number of entities; None per item."""
+        if self.unit == "item" or units is None:
+            return None, n
+        _, first, codes = np.unique(np.asarray(units), return_index=True, return_inverse=True)
+        order = np.argsort(np.argsort(first))  # codes numbered by first appearance: singletons give 0..n-1
+        codes = order[codes.ravel()]
+        return codes, int(codes.max()) + 1 if n else 0
+
+    def _blocks(self, key: str, n: int, units: np.ndarray | None) -> Iterator[tuple[int, np.ndarray]]:
         """(first replicate, resample counts (replicates in block, n)) blocks for `key`."""
-        cached = self._cache.get((key, n))
+        codes, m = self._codes(n, units)
+        cached = self._cache.get((key, n, m))
         if cached is not None:
             yield 0, cached
             return
         keep = self.replicates * n + sum(c.size for c in self._cache.values()) <= _CACHE_CELLS
         rng = self.rng(key)
-        block = max(1, _CHUNK_CELLS // n)
+        block = max(1, _CHUNK_CELLS // max(n, 1))
         parts = []
         for start in range(0, self.replicates, block):
             b = min(block, self.replicates - start)
-            idx = rng.integers(0, n, size=(b, n))
-            idx += np.arange(b)[:, None] * n
-            counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+            idx = rng.integers(0, m, size=(b, m))
+            idx += np.arange(b)[:, None] * m
+            counts = np.bincount(idx.ravel(), minlength=b * m).reshape(b, m).astype(np.float64)
+            if codes is not None:
+                counts = counts[:, codes]  # every probe of a drawn entity, as often as the entity was drawn
             if keep:
                 parts.append(counts)
             yield start, counts
         if keep:
-            self._cache[(key, n)] = np.concatenate(parts)
+            self._cache[(key, n, m)] = np.concatenate(parts)
 
-    def sums(self, x: np.ndarray, key: str) -> np.ndarray:
-        """Per-replicate column sums of `x` (items, m) over resampled items: shape (replicates, m)."""
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim == 1:
-            x = x[:, None]
+    def _sums(self, x: np.ndarray, key: str, units: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-replicate column sums of `x` (items, m) and the number of items drawn per replicate."""
         n, m = x.shape
         out = np.zeros((self.replicates, m))
+        drawn = np.full(self.replicates, float(n))
         if n == 0 or m == 0:
-            return out
-        for start, counts in self._blocks(key, n):
+            return out, drawn
+        for start, counts in self._blocks(key, n, units):
             out[start : start + len(counts)] = counts @ x
-        return out
+            drawn[start : start + len(counts)] = counts.sum(axis=1)
+        return out, drawn
 
-    def means(self, x: np.ndarray, key: str) -> np.ndarray:
+    def sums(self, x: np.ndarray, key: str, units: np.ndarray | None = None) -> np.ndarray:
+        """Per-replicate column sums of `x` (items, m) over resampled items: shape (replicates, m)."""
+        return self._sums(_2d(x), key, units)[0]
+
+    def means(self, x: np.ndarray, key: str, units: np.ndarray | None = None) -> np.ndarray:
         """Per-replicate column means of a fully observed `x` (items, m): shape (replicates, m)."""
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim == 1:
-            x = x[:, None]
+        x = _2d(x)
         if x.shape[0] == 0:
             return np.full((self.replicates, x.shape[1]), np.nan)
-        return self.sums(x, key) / x.shape[0]
+        sums, drawn = self._sums(x, key, units)
+        return sums / drawn[:, None]  # an entity resample draws a varying number of items
 
-    def nanmeans(self, x: np.ndarray, key: str) -> np.ndarray:
+    def nanmeans(self, x: np.ndarray, key: str, units: np.ndarray | None = None) -> np.ndarray:
         """Per-replicate column means ignoring NaN cells of `x` (items, m); NaN where nothing is observed."""
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim == 1:
-            x = x[:, None]
+        x = _2d(x)
         seen = np.isfinite(x)
-        both = self.sums(np.concatenate([np.where(seen, x, 0.0), seen], axis=1), key)
+        both = self.sums(np.concatenate([np.where(seen, x, 0.0), seen], axis=1), key, units)
         m = x.shape[1]
         with np.errstate(invalid="ignore", divide="ignore"):
             return both[:, :m] / np.where(both[:, m:] > 0, both[:, m:], np.nan)
 
-    def ci(self, replicates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Percentile interval along axis 0, ignoring NaN replicates; NaN where every replicate is NaN."""
+    def interval(self, replicates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lo, hi, number of defined replicates) along axis 0; the interval is NaN where fewer than 95% of
+        the replicates are defined (a statistic undefined in many resamples has no trustworthy interval)."""
+        reps = np.asarray(replicates, dtype=np.float64)
         tail = (1.0 - self.level) / 2.0
-        lo, hi = nanquantiles(replicates, (tail, 1.0 - tail))
+        lo, hi = nanquantiles(reps, (tail, 1.0 - tail))
+        defined = np.isfinite(reps).sum(axis=0)
+        ok = defined >= MIN_DEFINED * self.replicates
+        return np.where(ok, lo, np.nan)[()], np.where(ok, hi, np.nan)[()], defined[()]
+
+    def ci(self, replicates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Percentile interval along axis 0 (see `interval`): NaN where under 95% of the replicates are defined."""
+        lo, hi, _ = self.interval(replicates)
         return lo, hi
+
+    def ci_reason(self, defined: int, value: float = 0.0, why: str | None = None) -> str | None:
+        """Why a bootstrap interval is undefined although its value is (`why`: what makes a replicate undefined),
+        or None when it is defined."""
+        if not np.isfinite(value) or defined >= MIN_DEFINED * self.replicates:
+            return None
+        return (f"interval undefined: defined in only {int(defined)} of {self.replicates} bootstrap replicates "
+                f"(under {MIN_DEFINED:.0%}{'; ' + why if why else ''})")
+
+    def rate_ci(self, successes: np.ndarray, n: np.ndarray, replicates: np.ndarray | None = None,
+                units: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Wilson interval of rates successes / n (arrays over columns); NaN where n = 0.
+
+        Over entities, n becomes the effective n / deff, with the design effect deff = (bootstrap variance of
+        the rate) / (binomial variance p(1 − p)/n), kept within [1, Σ m_e² / n] (m_e: items per entity; the
+        upper bound is every probe of an entity agreeing). At 0/n and n/n the variance says nothing and deff
+        takes that upper bound, so the interval is as wide as one observation per entity allows.
+        """
+        k = np.asarray(successes, dtype=np.float64)
+        n = np.asarray(n, dtype=np.float64)
+        codes, _ = self._codes(int(np.asarray(units).shape[0]) if units is not None else 0, units)
+        if codes is None or replicates is None:
+            return wilson(k, n, self.level)
+        sizes = np.bincount(codes).astype(np.float64)
+        deff_max = max(1.0, float((sizes**2).sum() / sizes.sum()))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = k / n
+            var_srs = p * (1.0 - p) / n
+            var_boot = _nanvar(np.asarray(replicates, dtype=np.float64))
+            deff = np.where(var_srs > 0, np.clip(var_boot / np.where(var_srs > 0, var_srs, 1.0), 1.0, deff_max),
+                            deff_max)  # fmt: skip
+            deff = np.where(np.isfinite(deff), deff, deff_max)
+            return wilson(k / deff, n / deff, self.level)
+
+
+def _2d(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x[:, None] if x.ndim == 1 else x
+
+
+def _nanvar(a: np.ndarray) -> np.ndarray:
+    """Variance along axis 0 over finite values (NaN where fewer than two), without numpy's warnings."""
+    seen = np.isfinite(a)
+    count = seen.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(seen, a, 0.0).sum(axis=0) / count
+        return np.where(count > 1, (np.where(seen, a - mean, 0.0) ** 2).sum(axis=0) / (count - 1), np.nan)
+
+
+def wilson(successes: np.ndarray, n: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of successes / n (elementwise; n may be an effective, non-integer size); NaN at n = 0."""
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        denom = 1.0 + z * z / n
+        centre = (p + z * z / (2.0 * n)) / denom
+        half = z / denom * np.sqrt(np.maximum(p * (1.0 - p) / n, 0.0) + z * z / (4.0 * n * n))
+        ok = n > 0
+        lo = np.where(ok, np.clip(centre - half, 0.0, 1.0), np.nan)
+        hi = np.where(ok, np.clip(centre + half, 0.0, 1.0), np.nan)
+    return lo[()], hi[()]
 
 
 def nanquantiles(a: np.ndarray, qs: tuple[float, ...]) -> list[np.ndarray]:

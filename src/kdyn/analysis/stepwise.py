@@ -6,8 +6,9 @@ there; pass others, e.g. the start of each epoch):
 - retainability R(t) = (ℓ(peak + t) − ℓ(i)) / (ℓ(peak) − ℓ(i)) at the probed steps after the peak and
   before the next injection, for items with a positive effectivity;
 - decay = −slope of the mean R(t) against log t (least squares), with its R².
-Effectivity and decay have bootstrap CIs over items. Runs probed only at epoch ends give no rows (a note
-says why): these quantities need checkpoints between epochs.
+Effectivity and decay have bootstrap CIs (over items or entities), each with the number of replicates
+where it is defined; an interval defined in under 95% of them is null and `ci_reason` says why. Runs
+probed only at epoch ends give no rows (a note says why): these quantities need checkpoints between epochs.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from kdyn.errors import KdynError
 
 PEAK_WINDOW = 50
 STEPWISE_COLUMNS = ["kind", "probe_type", "injection_step", "peak_window", "n", "n_gained", "effectivity",
-                    "effectivity_lo", "effectivity_hi", "decay", "decay_lo", "decay_hi", "decay_r2",
-                    "n_offsets", "reason"]  # fmt: skip
+                    "effectivity_lo", "effectivity_hi", "effectivity_n_boot", "decay", "decay_lo", "decay_hi",
+                    "decay_n_boot", "decay_r2", "n_offsets", "reason", "ci_reason"]  # fmt: skip
 RETAIN_COLUMNS = ["kind", "probe_type", "injection_step", "offset", "n", "retainability"]
 
 
@@ -46,24 +47,28 @@ def _group(res: Results, g: Group, a: int, b: int, window: np.ndarray, boot: Boo
         r = (ell[:, after] - before[:, None]) / np.where(gained, eff, 1.0)[:, None]
         qi, ji = np.nonzero(valid)
         retain[qi, np.searchsorted(uniq, offset[qi, ji])] = r[qi, ji]
-    key = g.key  # the group's resamples, shared with its other tables
-    eff_b = boot.nanmeans(eff, key)[:, 0]
-    (elo,), (ehi,) = boot.ci(eff_b[:, None])
+    key, units = g.key, res.units(g.rows)  # the group's resamples, shared with its other tables
+    eff_b = boot.nanmeans(eff, key, units)[:, 0]
+    (elo,), (ehi,), (edef,) = boot.interval(eff_b[:, None])
     curve = np.nanmean(retain, axis=0) if len(uniq) and valid.any() else np.array([])
     row = {"kind": g.kind, "probe_type": g.probe_type, "injection_step": steps[a].item(),
            "peak_window": peak_window, "n": len(g.rows), "n_gained": int(gained.sum()),
            "effectivity": float(np.nanmean(eff)) if has.any() else np.nan, "effectivity_lo": elo,
-           "effectivity_hi": ehi, "n_offsets": len(uniq), "decay": np.nan, "decay_lo": np.nan,
-           "decay_hi": np.nan, "decay_r2": np.nan, "reason": None}  # fmt: skip
+           "effectivity_hi": ehi, "effectivity_n_boot": int(edef), "n_offsets": len(uniq), "decay": np.nan,
+           "decay_lo": np.nan, "decay_hi": np.nan, "decay_n_boot": 0, "decay_r2": np.nan, "reason": None}  # fmt: skip
+    why = [("effectivity", boot.ci_reason(edef, row["effectivity"], "no target log-prob in the others"))]
     if not has.any():
         row["reason"] = "no target log-prob at the injection step and in the peak window"
     elif len(uniq) < 3:
         row["reason"] = "fewer than 3 probed offsets after the peak: decay cannot be fitted"
     else:
         slope, r2 = log_fit(uniq, curve[None, :])
-        slope_b, _ = log_fit(uniq, boot.nanmeans(retain, key))
-        lo, hi = boot.ci(-slope_b)
-        row |= {"decay": float(-slope[0]), "decay_r2": float(r2[0]), "decay_lo": float(lo), "decay_hi": float(hi)}
+        slope_b, _ = log_fit(uniq, boot.nanmeans(retain, key, units))
+        lo, hi, defined = boot.interval(-slope_b)
+        row |= {"decay": float(-slope[0]), "decay_r2": float(r2[0]), "decay_lo": float(lo), "decay_hi": float(hi),
+                "decay_n_boot": int(defined)}  # fmt: skip
+        why.append(("decay", boot.ci_reason(defined, row["decay"], "fewer than 3 offsets to fit in the others")))
+    row["ci_reason"] = "; ".join(f"{name}: {text}" for name, text in why if text) or None
     counts = np.isfinite(retain).sum(axis=0)
     curve_rows = [{"kind": g.kind, "probe_type": g.probe_type, "injection_step": steps[a].item(),
                    "offset": t.item(), "n": int(n), "retainability": float(v)}

@@ -1,8 +1,9 @@
 """summary.json: the headline numbers of an analysis, each with its CI, n and (when missing) a reason.
 
 Each entry of `metrics` is {name, kind, probe_type, from_step, step, value, ci: [lo, hi] | null, n,
-reason}. A value that cannot be computed is null with a reason, never 0. Checkpoint choices (loss- and
-knowledge-optimal steps) are values without an interval.
+reason, ci_reason}. A value that cannot be computed is null with a reason, never 0; an interval that cannot
+be (a bootstrap defined in under 95% of its replicates) is null with `ci_reason`. Checkpoint choices (loss-
+and knowledge-optimal steps) are values without an interval. `bootstrap` says how intervals were made.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import pandas as pd
 from kdyn.analysis.results import Results
 from kdyn.analysis.stats import Bootstrap
 
-LOSS_CURVE = ("mean training loss over the logging steps since the previous checkpoint (train_log.parquet); "
-              "undefined (NaN) at the base, where nothing has been trained; without a train log, the mean "
-              "per-fact NLL (fact_loss.parquet)")  # fmt: skip
+LOSS_CURVE = ("training-set loss measured at every checkpoint, the base included (eval_loss.parquet: mean "
+              "next-token NLL over every training document, the model at that checkpoint in eval mode); runs "
+              "without it: the mean training loss over the logging steps since the previous checkpoint "
+              "(train_log.parquet), undefined at the base; without either, the mean per-fact NLL "
+              "(fact_loss.parquet); loss_knowledge.loss_source says which")  # fmt: skip
 
 
 def _num(value: Any) -> Any:
@@ -34,12 +37,17 @@ def _num(value: Any) -> Any:
 
 def metric(name: str, value: Any, *, kind: str | None = None, probe_type: str | None = None, step: Any = None,
            from_step: Any = None, ci: tuple[Any, Any] | None = None, n: Any = None,
-           reason: str | None = None) -> dict[str, Any]:  # fmt: skip
+           reason: str | None = None, ci_reason: str | None = None) -> dict[str, Any]:  # fmt: skip
     value = _num(value)
     lo, hi = (_num(ci[0]), _num(ci[1])) if ci is not None else (None, None)
     return {"name": name, "kind": kind, "probe_type": probe_type, "from_step": _num(from_step), "step": _num(step),
             "value": value, "ci": [lo, hi] if lo is not None and hi is not None else None, "n": _num(n),
-            "reason": reason if value is None else None}  # fmt: skip
+            "reason": reason if value is None else None,
+            "ci_reason": _text(ci_reason) if value is not None else None}  # fmt: skip
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _rate_reason(name: str) -> str:
@@ -64,20 +72,27 @@ def group_metrics(tables: dict[str, Any], final_step: Any) -> list[dict[str, Any
         out.append(metric("accuracy", row["acc_to"], **key, step=final_step, ci=(row["acc_to_lo"], row["acc_to_hi"]),
                           n=n))  # fmt: skip
         names = ["forgetting", "backward_transfer", "relative_forgetting"]
-        if row["k_min"] >= 2:
-            out.append(metric("accuracy_adj", row["acc_to_adj"], **key, step=final_step,
-                              ci=(row["acc_to_adj_lo"], row["acc_to_adj_hi"]), n=n))  # fmt: skip
+        adj = {}
+        if row["k_max"] >= 2:  # some multiple choice: adjusted, or null with the reason (a group mixing open items)
+            out.append(metric("accuracy_adj", row["acc_to_adj"], **key, step=final_step, n=n,
+                              ci=(row["acc_to_adj_lo"], row["acc_to_adj_hi"]), reason=row["adj_reason"]))  # fmt: skip
             names += ["forgetting_adj", "backward_transfer_adj"]
+            adj = {"forgetting_adj": row["adj_reason"], "backward_transfer_adj": row["adj_reason"]}
         for name in names:
             out.append(metric(name, row[name], **key, from_step=row["from_step"], step=final_step,
-                              ci=(row[f"{name}_lo"], row[f"{name}_hi"]), n=n, reason=_rate_reason(name)))  # fmt: skip
+                              ci=(row[f"{name}_lo"], row[f"{name}_hi"]), n=n,
+                              reason=adj.get(name) or _rate_reason(name)))  # fmt: skip
+        if pd.notna(row["n_all_items"]):  # a known MCQ group: chance-adjusted over all its items, beside F
+            for name in ("forgetting_adj_all_items", "backward_transfer_adj_all_items"):
+                out.append(metric(name, row[name], **key, from_step=row["from_step"], step=final_step,
+                                  ci=(row[f"{name}_lo"], row[f"{name}_hi"]), n=row["n_all_items"]))  # fmt: skip
         c = cons.loc[(row["kind"], row["probe_type"])]
         out.append(metric("consolidation_rate", c["consolidation_rate"], **key, step=final_step,
-                          ci=(c["consolidation_rate_lo"], c["consolidation_rate_hi"]), n=c["n_ever_acquired"],
+                          ci=(c["consolidation_rate_lo"], c["consolidation_rate_hi"]), n=c["n_followed"],
                           reason=c["reason"]))  # fmt: skip
         x = lk.loc[(row["kind"], row["probe_type"])]
         out.append(metric("spearman_neg_loss_accuracy", x["spearman"], **key, ci=(x["spearman_lo"], x["spearman_hi"]),
-                          n=x["n_checkpoints"], reason=x["reason"]))  # fmt: skip
+                          n=x["n_checkpoints"], reason=x["reason"], ci_reason=x["spearman_ci_reason"]))  # fmt: skip
         out.append(metric("acc_lost_by_loss_stopping", x["acc_lost_by_loss_stopping"], **key,
                           step=x["loss_optimal_step"], ci=(x["acc_lost_lo"], x["acc_lost_hi"]), n=n,
                           reason=x["reason"]))  # fmt: skip
@@ -92,7 +107,8 @@ def other_metrics(tables: dict[str, Any], base_step: Any, final_step: Any) -> li
     fuar = tables["fuar"]
     for _, r in fuar[fuar["step"] == final_step].iterrows():
         out.append(metric("fuar", r["fuar"], probe_type=r["probe_type"], from_step=base_step, step=final_step,
-                          ci=(r["fuar_lo"], r["fuar_hi"]), n=r["n_known"], reason=r["reason"]))  # fmt: skip
+                          ci=(r["fuar_lo"], r["fuar_hi"]), n=r["n_known"], reason=r["reason"],
+                          ci_reason=r["fuar_ci_reason"]))  # fmt: skip
     tr = tables["transitions"]
     skills = tr[(tr["kind"] == "skill") & (tr["from_step"] == base_step) & (tr["to_step"] == final_step)]
     for _, r in skills.iterrows():
@@ -102,10 +118,19 @@ def other_metrics(tables: dict[str, Any], base_step: Any, final_step: Any) -> li
     for _, r in tables["stepwise"].iterrows():
         key = {"kind": r["kind"], "probe_type": r["probe_type"], "from_step": r["injection_step"], "n": r["n"]}
         out.append(metric("effectivity", r["effectivity"], **key, ci=(r["effectivity_lo"], r["effectivity_hi"]),
-                          reason=r["reason"]))  # fmt: skip
-        out.append(metric("decay", r["decay"], **key, ci=(r["decay_lo"], r["decay_hi"]), reason=r["reason"]))
+                          reason=r["reason"], ci_reason=r["ci_reason"]))  # fmt: skip
+        out.append(metric("decay", r["decay"], **key, ci=(r["decay_lo"], r["decay_hi"]), reason=r["reason"],
+                          ci_reason=r["ci_reason"]))  # fmt: skip
         out.append(metric("decay_r2", r["decay_r2"], **key, reason=r["reason"]))
     return out
+
+
+def interval_method(unit: str) -> str:
+    """How the intervals were made, in words (summary.json's bootstrap.method; the report quotes it)."""
+    if unit == "entity":
+        return ("Wilson intervals for single rates with the effective sample size of an entity-clustered bootstrap; "
+                "percentile bootstrap over entities for the other statistics")  # fmt: skip
+    return "Wilson intervals for single rates; percentile bootstrap over items for the other statistics"
 
 
 def build_summary(res: Results, tables: dict[str, Any], boot: Bootstrap, notes: list[str]) -> dict[str, Any]:
@@ -118,8 +143,8 @@ def build_summary(res: Results, tables: dict[str, Any], boot: Bootstrap, notes: 
         "base_step": _num(res.steps[0]),
         "final_step": _num(final_step),
         "epoch_checkpoints": [_num(res.steps[i]) for i in res.epoch_indices()],
-        "bootstrap": {"replicates": boot.replicates, "seed": boot.seed, "level": boot.level,
-                      "method": "percentile bootstrap over items"},  # fmt: skip
+        "bootstrap": {"replicates": boot.replicates, "seed": boot.seed, "level": boot.level, "unit": boot.unit,
+                      "method": interval_method(boot.unit)},  # fmt: skip
         "loss_curve": LOSS_CURVE,
         "metrics": group_metrics(tables, final_step) + other_metrics(tables, res.steps[0], final_step),
         "notes": list(dict.fromkeys(res.notes + notes)),

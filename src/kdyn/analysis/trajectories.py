@@ -6,7 +6,10 @@
 - flips: number of t with c(t) != c(t − 1);
 - consolidated: correct at every checkpoint from the first acquisition to T (an item first acquired at
   the last checkpoint is therefore consolidated); null when never acquired;
-- consolidation rate of a group: consolidated / ever acquired, with a bootstrap CI over items.
+- followed: acquired before the last checkpoint, so that at least one later checkpoint shows whether it
+  was kept; null when never acquired;
+- consolidation rate of a group: consolidated / acquired, over the followed acquisitions only (an item
+  first right at the last checkpoint cannot show whether it stays), with a Wilson interval (stats.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from kdyn.analysis.results import Group, Results
 from kdyn.analysis.stats import Bootstrap
 
 CONSOLIDATION_COLUMNS = ["kind", "probe_type", "n", "n_ever_acquired", "n_acquired_in_training",
-                         "n_never_acquired", "n_consolidated", "consolidation_rate", "consolidation_rate_lo",
+                         "n_never_acquired", "n_acquired_at_last", "n_followed", "n_consolidated",
+                         "consolidation_rate", "consolidation_rate_lo",
                          "consolidation_rate_hi", "mean_flips", "mean_windows", "final_acc", "reason"]  # fmt: skip
 
 
@@ -35,6 +39,7 @@ class Trajectories:
         wrong = ~c
         last_wrong = np.where(wrong.any(axis=1), s - 1 - np.argmax(wrong[:, ::-1], axis=1), -1)
         self.consolidated = self.acquired & (last_wrong < self.first)
+        self.followed = self.acquired & (self.first < s - 1)  # a later checkpoint shows whether it was kept
         padded = np.zeros((n, s + 2), dtype=bool)
         padded[:, 1:-1] = c
         starts = padded[:, 1:-1] & ~padded[:, :-2]
@@ -69,6 +74,7 @@ def trajectory_table(res: Results, traj: Trajectories) -> pa.Table:
         "n_windows": pa.array(traj.n_windows.astype(np.int64)),
         "flips": pa.array(traj.flips.astype(np.int64)),
         "consolidated": pa.array(traj.consolidated, mask=never),
+        "followed": pa.array(traj.followed, mask=never),
         "final_correct": pa.array(traj.final),
         "n_correct": pa.array(traj.n_correct.astype(np.int64)),
     })  # fmt: skip
@@ -76,25 +82,31 @@ def trajectory_table(res: Results, traj: Trajectories) -> pa.Table:
 
 def consolidation_table(res: Results, traj: Trajectories, boot: Bootstrap,
                         groups: list[Group] | None = None) -> pd.DataFrame:  # fmt: skip
-    """Per group (default: every kind x probe type): how many items were ever acquired, how many stayed,
-    and the consolidation rate."""
+    """Per group (default: every kind x probe type): how many items were ever acquired, how many of the followed
+    acquisitions (a later checkpoint exists) stayed, and the consolidation rate."""
     rows = []
     for g in res.groups() if groups is None else groups:
         acq = traj.acquired[g.rows]
-        cons = traj.consolidated[g.rows]
-        reps = boot.means(np.stack([acq, cons], axis=1).astype(np.float64), g.key)
+        followed = traj.followed[g.rows]
+        cons = traj.consolidated[g.rows] & followed
+        units = res.units(g.rows)
+        reps = boot.means(np.stack([followed, cons], axis=1).astype(np.float64), g.key, units)
         with np.errstate(invalid="ignore", divide="ignore"):
             rate_b = np.where(reps[:, 0] > 0, reps[:, 1] / reps[:, 0], np.nan)
-        lo, hi = boot.ci(rate_b)
-        n_acq = int(acq.sum())
+        n_acq, n_fol, n_cons = int(acq.sum()), int(followed.sum()), int(cons.sum())
+        lo, hi = boot.rate_ci(np.array([n_cons]), np.array([n_fol]), rate_b[:, None], units)
+        reason = None
+        if not n_acq:
+            reason = "no item of this group was ever correct (rate = 0/0)"
+        elif not n_fol:
+            reason = "every acquisition is at the last checkpoint: nothing shows yet whether it is kept (rate = 0/0)"
         rows.append({
             "kind": g.kind, "probe_type": g.probe_type, "n": len(g.rows), "n_ever_acquired": n_acq,
             "n_acquired_in_training": int((acq & ~traj.base[g.rows]).sum()),
-            "n_never_acquired": int((~acq).sum()), "n_consolidated": int(cons.sum()),
-            "consolidation_rate": cons.sum() / n_acq if n_acq else np.nan,
-            "consolidation_rate_lo": lo, "consolidation_rate_hi": hi,
+            "n_never_acquired": int((~acq).sum()), "n_acquired_at_last": n_acq - n_fol, "n_followed": n_fol,
+            "n_consolidated": n_cons, "consolidation_rate": n_cons / n_fol if n_fol else np.nan,
+            "consolidation_rate_lo": lo[0], "consolidation_rate_hi": hi[0],
             "mean_flips": float(traj.flips[g.rows].mean()), "mean_windows": float(traj.n_windows[g.rows].mean()),
-            "final_acc": float(traj.final[g.rows].mean()),
-            "reason": None if n_acq else "no item of this group was ever correct (rate = 0/0)",
+            "final_acc": float(traj.final[g.rows].mean()), "reason": reason,
         })  # fmt: skip
     return pd.DataFrame(rows, columns=CONSOLIDATION_COLUMNS)

@@ -35,6 +35,14 @@ def _multi_step(rng: random.Random, hi: int) -> tuple[str, int]:
     return text.format(name=rng.choice(NAMES), a=a, b=b, c=c), fn(a, b, c)
 
 
+def distinct_questions(label: str, hi: int) -> int:
+    """How many different questions `_one_step` / `_multi_step` can ask with operands up to `hi`."""
+    if label == "one":  # a + b and a * b over [2, hi]², a - b with a >= b
+        return 2 * (hi - 1) ** 2 + (hi - 1) * hi // 2
+    forms = 3 * hi * hi * 5  # three expressions over a, b in [1, hi] and c in [1, 5]
+    return forms + len(WORD_PROBLEMS) * len(NAMES) * hi * hi * 5
+
+
 def arithmetic_probes(rng: random.Random, one_step: int, multi_step: int, instruction: str, hi: int = 9) -> list[Probe]:
     """`hi` bounds the operands: single digits by default, which a 135M model half-solves at step 0,
     so that a drop in skill is measurable (two-digit sums sit near 0 for it)."""

@@ -15,11 +15,11 @@ from kdyn.bench.arithmetic import arithmetic_probes
 from kdyn.bench.config import BenchConfig
 from kdyn.bench.documents import entity_documents, fact_templates
 from kdyn.bench.facts import catalog_facts, new_facts, related_facts, rng_for
-from kdyn.bench.probes import compositional_probes, fact_probes
+from kdyn.bench.probes import Distractors, compositional_probes, fact_probes
 from kdyn.bench.schema import SCHEMA_VERSION, Document, Fact, Probe, as_row
 from kdyn.config import to_dict
 from kdyn.errors import KdynError
-from kdyn.io import atomic_dir, dumps_json, sha256_file, write_jsonl
+from kdyn.io import atomic_dir, check_writable, dumps_json, sha256_file, write_jsonl
 
 FILES = ("facts.jsonl", "documents.jsonl", "probes.jsonl")
 
@@ -38,7 +38,8 @@ def make_records(cfg: BenchConfig) -> tuple[list[Fact], list[Document], list[Pro
     documents = [d for group in by_entity.values() for d in entity_documents(group, templates, cfg.formats, doc_rng)]
 
     probe_rng = rng_for(cfg.seed, "probes")
-    probes = [p for f in facts for p in fact_probes(f, templates[f.fact_id][0], facts, cfg, probe_rng)]
+    distractors = Distractors(facts)
+    probes = [p for f in facts for p in fact_probes(f, templates[f.fact_id][0], distractors, cfg, probe_rng)]
     probes += compositional_probes(facts, cfg, probe_rng)
     pc = cfg.probes
     probes += arithmetic_probes(
@@ -60,6 +61,9 @@ def counts(facts: list[Fact], documents: list[Document], probes: list[Probe]) ->
 
 
 def check_out_dir(out: Path) -> None:
+    check_writable(out.parent)  # atomic_dir writes beside `out`, then renames it over `out`
+    if out.is_dir():
+        check_writable(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
         raise KdynError(f"{out} exists and is not a kdyn benchmark; choose another --out")
 

@@ -54,6 +54,15 @@ class ProbeSetConfig:
             raise ValueError("probes.arithmetic_max_operand must be >= 2")
         if self.mcq_options < 2:
             raise ValueError("probes.mcq_options must be >= 2")
+        if min(self.compositional_max, self.arithmetic_one_step, self.arithmetic_multi_step) < 0:
+            raise ValueError("compositional_max, arithmetic_one_step and arithmetic_multi_step must be >= 0")
+        from kdyn.bench.arithmetic import distinct_questions
+
+        for label, n in (("one", self.arithmetic_one_step), ("multi", self.arithmetic_multi_step)):
+            most = distinct_questions(label, self.arithmetic_max_operand)
+            if n > most:
+                raise ValueError(f"arithmetic_{label}_step: {n} is more than the {most} distinct questions with "
+                                 f"operands up to {self.arithmetic_max_operand} (at most {most}, or raise arithmetic_max_operand)")  # fmt: skip
 
 
 @dataclass
@@ -95,3 +104,36 @@ class BenchConfig:
                 raise ValueError(f"known_relations: '{rel}' is not one of {', '.join(CATALOG_RELATIONS)}")
         if self.organisations == 0 and "employer" in self.person_relations and self.people:
             raise ValueError("the employer relation needs organisations >= 1")
+        self.check_sizes()
+
+    def check_sizes(self) -> None:
+        """Each count within what the name pools (data/pools.yaml) and the catalog (data/catalog.yaml) hold:
+        beyond that a build would loop forever or quietly make fewer facts than asked for."""
+        from kdyn.bench.facts import catalog_capacity, name_pool_sizes, related_max  # here: facts.py imports this module
+
+        if not (self.people or self.organisations or self.related or self.updated or self.known
+                or self.probes.arithmetic_one_step or self.probes.arithmetic_multi_step):  # fmt: skip
+            raise ValueError("people, organisations, related, updated, known and the arithmetic probe counts are all 0: "
+                             "the benchmark would be empty")  # fmt: skip
+        person_names, org_names = name_pool_sizes()
+        if self.organisations > org_names:
+            raise ValueError(f"organisations: {self.organisations} is more than the {org_names} distinct organisation "
+                             f"names the name pools (bench/data/pools.yaml) can make; at most {org_names}")  # fmt: skip
+        most = related_max()
+        if self.related > most:
+            raise ValueError(f"related: {self.related} is more than the {most} facts the catalog's real entities can take "
+                             f"(bench/data/catalog.yaml); at most {most}")  # fmt: skip
+        founders = max(0, self.organisations - self.people) if "founder" in self.organisation_relations else 0
+        scientists = sum(RELATED_RELATIONS[i % len(RELATED_RELATIONS)] == "chief_scientist" for i in range(self.related))
+        people = self.people + founders + scientists  # fictional founders and chief scientists are people too
+        if people > person_names:
+            extra = f" (with {people - self.people} fictional founders and chief scientists)" if people > self.people else ""
+            raise ValueError(f"people: {self.people}{extra} is more than the {person_names} distinct person names the name "
+                             f"pools (bench/data/pools.yaml) can make; at most {person_names - (people - self.people)}")  # fmt: skip
+        known_most, catalog_facts = catalog_capacity(self.known_relations)
+        if self.known > known_most:
+            raise ValueError(f"known: {self.known} is more than the {known_most} catalog facts of known_relations that can "
+                             f"be known facts (bench/data/catalog.yaml); at most {known_most}")  # fmt: skip
+        if self.updated > catalog_facts - self.known:
+            raise ValueError(f"updated: {self.updated} is more than the {catalog_facts - self.known} catalog facts left after "
+                             f"known={self.known} (updated and known facts are distinct); at most {catalog_facts - self.known}")  # fmt: skip

@@ -8,8 +8,10 @@ so the same config gives the same facts on any machine.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+import re
 from collections.abc import Callable
 
 from kdyn.bench.config import RELATED_RELATIONS, BenchConfig
@@ -52,6 +54,25 @@ def fictional_orgs(rng: random.Random, n: int, taken: set[str]) -> list[str]:
             taken.add(name)
             names.append(name)
     return names
+
+
+@functools.cache
+def name_pool_sizes() -> tuple[int, int]:
+    """How many distinct names `fictional_people` and `fictional_orgs` can make (first name × surname,
+    stem × suffix); asking for more would loop forever."""
+    p = pools()
+    surnames = {(a + b).capitalize() for a in p["surname_syllables"] for b in p["surname_syllables"]}
+    stems = {(a + b).capitalize() for a in p["org_syllables"] for b in p["org_syllables"]}
+    return len(set(p["first_names"])) * len(surnames), len(stems) * len(set(p["org_suffixes"]))
+
+
+@functools.cache
+def related_max() -> int:
+    """The most `related` facts the catalog's real entities allow: relation j of R takes every R-th fact
+    (j, j+R, ...) and each needs its own subject, so n <= R * subjects_j + j."""
+    cat = catalog()
+    return min(len(RELATED_RELATIONS) * len({f["subject"] for f in cat[RELATED_SUBJECTS[rel]]}) + j
+               for j, rel in enumerate(RELATED_RELATIONS))  # fmt: skip
 
 
 def random_date(rng: random.Random) -> str:
@@ -122,8 +143,32 @@ def related_facts(cfg: BenchConfig, taken: set[str]) -> list[Fact]:
     return facts
 
 
+def _words(text: str) -> list[str]:
+    return [w for w in re.findall(r"\w+", text.casefold()) if w != "the"]
+
+
+def object_in_subject(subject: str, obj: str) -> bool:
+    """The object's words occur in the subject's ("Africa" in "South Africa"): a question about the subject
+    then contains its own answer, so the fact cannot tell whether the model knows it."""
+    s, o = _words(subject), _words(obj)
+    return bool(o) and any(s[i : i + len(o)] == o for i in range(len(s) - len(o) + 1))
+
+
+def catalog_capacity(known_relations: list[str]) -> tuple[int, int]:
+    """(the most `known` facts, all facts) the catalog holds for these relations; `updated` facts take
+    what the known ones leave."""
+    return _capacity(tuple(dict.fromkeys(known_relations)))
+
+
+@functools.cache
+def _capacity(known_relations: tuple[str, ...]) -> tuple[int, int]:
+    facts = [f for rel in known_relations for f in catalog()[rel]]
+    return sum(not object_in_subject(f["subject"], f["object"]) for f in facts), len(facts)
+
+
 def catalog_facts(cfg: BenchConfig) -> tuple[list[Fact], list[Fact]]:
-    """(updated, known): disjoint draws from the catalog, balanced over relations."""
+    """(updated, known): disjoint draws from the catalog, balanced over relations. A fact whose object occurs
+    in its subject (`object_in_subject`) is never a `known` fact."""
     rng = rng_for(cfg.seed, "catalog")
     cat = catalog()
     queues = {}
@@ -132,21 +177,26 @@ def catalog_facts(cfg: BenchConfig) -> tuple[list[Fact], list[Fact]]:
         rng.shuffle(items)
         queues[rel] = items
 
-    def draw(n: int) -> list[tuple[str, dict]]:
+    def draw(n: int, allowed: Callable[[dict], bool]) -> list[tuple[str, dict]]:
+        """Round-robin over relations, each taking the last allowed fact of its queue."""
         out: list[tuple[str, dict]] = []
-        while len(out) < n and any(queues.values()):
+        while len(out) < n:
+            before = len(out)
             for rel in cfg.known_relations:
-                if queues[rel] and len(out) < n:
-                    out.append((rel, queues[rel].pop()))
+                i = next((i for i in reversed(range(len(queues[rel]))) if allowed(queues[rel][i])), None)
+                if i is not None and len(out) < n:
+                    out.append((rel, queues[rel].pop(i)))
+            if len(out) == before:
+                break
         return out
 
     known = [
         Fact(f"known-{i:03d}-{rel}", f"known-{i:03d}", "real", "known", rel, f["subject"], f["object"],
              object_aliases=f["aliases"], exposures=0, split="eval")
-        for i, (rel, f) in enumerate(draw(cfg.known))
+        for i, (rel, f) in enumerate(draw(cfg.known, lambda f: not object_in_subject(f["subject"], f["object"])))
     ]  # fmt: skip
     updated = []
-    for i, (rel, f) in enumerate(draw(cfg.updated)):
+    for i, (rel, f) in enumerate(draw(cfg.updated, lambda f: True)):
         olds = {f["object"], *f["aliases"]}
         choices = sorted({g["object"] for g in cat[rel]} - olds)
         updated.append(

@@ -6,8 +6,9 @@
 
 Modules: adapters (the one per-architecture table), graph (nodes, edges, selection, pruning), hooks (writes,
 per-reader gradients and patching on the HF forward), attribution (EAP, EAP-IG), prompts (clean / corrupted
-pairs), evaluate (faithfulness, hit@10, MRR, curve, logit lens), store (the safetensors file), evolution
-(Jaccard, entropy, layers, noise floor), changepoint, dynamics (circuit change of forgotten vs retained
+pairs), evaluate (faithfulness, hit@10, MRR, curve, logit lens), baseline (random connected circuits for the
+faithfulness baseline), store (the safetensors file), evolution (Jaccard, entropy, layers, noise floor, prompt
+usage), changepoint (tested against one straight line), dynamics (circuit change of forgotten vs retained
 facts), config (CircuitsConfig), run (`kdyn circuits`), commands (CLI).
 """
 

@@ -151,19 +151,29 @@ def norm_gain(norm: nn.Module, kind: str) -> tuple[torch.Tensor, float]:
         return norm.forward(ones) * (1.0 + eps) ** 0.5, eps  # .forward: no hooks
 
 
-def norm_vjp(kind: str, eps: float, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Vector-Jacobian products of a norm at x [B, P, d] with n cotangents already times the gain, a [n, B, P, d]
-    → [n, B, P, d]. RMS: s·a − (s³/d)·x·(x·a); LayerNorm: s·(a − mean(a) − x̂·(x̂·a)/d), x̂ = (x − mean x)·s."""
-    d = x.shape[-1]
+def norm_stats(kind: str, eps: float, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a norm's Jacobian at x [B, P, d] needs, computed once per layer and run: (x, s) for RMSNorm,
+    (x̂, s) with x̂ = (x − mean x)·s for LayerNorm; s [B, P, 1] is the inverse RMS (of x − mean x for LayerNorm)."""
     if kind == "layer":
         x = x - x.mean(-1, keepdim=True)
-        s = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # [B, P, 1]
-        xh = x * s
-        dot = torch.einsum("bpd,nbpd->nbp", xh, a).unsqueeze(-1) / d
-        return s * (a - a.mean(-1, keepdim=True) - xh * dot)
-    s = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # [B, P, 1]
-    dot = torch.einsum("bpd,nbpd->nbp", x, a).unsqueeze(-1) * (s.pow(3) / d)
-    return s * a - x * dot
+        s = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return x * s, s
+    return x, torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def add_norm_vjp(kind: str, out: torch.Tensor, xn: torch.Tensor, s: torch.Tensor, a: torch.Tensor) -> None:
+    """out [n, B, P, d] += the norm's vector-Jacobian products at (xn, s) = norm_stats(x) with n cotangents
+    already times the gain *and s*: a [n, B, P, d] (s folded in before the product that made a, where it is
+    cheap). RMS: s·c − (s³/d)·x·(x·c) = a − (s²/d)·x·(x·a); LayerNorm: s·(c − mean c − x̂·(x̂·c)/d) =
+    a − mean a − x̂·(x̂·a)/d, for the cotangents c = a / s. `a` is used up (changed in place)."""
+    d = xn.shape[-1]
+    dot = torch.einsum("bpd,nbpd->nbp", xn, a).unsqueeze(-1)  # [n, B, P, 1]
+    if kind == "layer":
+        a.sub_(a.mean(-1, keepdim=True))
+        dot.div_(d)
+    else:
+        dot.mul_(s.pow(2).div_(d))
+    out.add_(a).addcmul_(xn, dot, value=-1.0)
 
 
 def rms_post_norm(norm: nn.Module, parts: torch.Tensor, total: torch.Tensor) -> torch.Tensor:

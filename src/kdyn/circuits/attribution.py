@@ -60,8 +60,9 @@ def logit_diff(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
 
 
 def new_writes(hooked: HookedLM, batch: Batch) -> torch.Tensor:
+    """[U, B, P', d], uninitialised: a run with writes fills every writer's slot (hooks.py checks)."""
     s = hooked.shape
-    return torch.zeros(len(hooked.graph.writers), len(batch), batch.clean.shape[1] - batch.p0, s.d_model, device=hooked.device)
+    return torch.empty(len(hooked.graph.writers), len(batch), batch.clean.shape[1] - batch.p0, s.d_model, device=hooked.device)
 
 
 def run_corrupted(hooked: HookedLM, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,25 +83,34 @@ def attribute(hooked: HookedLM, batch: Batch, method: Method = "eap-ig", steps: 
     with torch.no_grad():
         e_clean, e_corrupt = hooked.embed(batch.clean), hooked.embed(batch.corrupt)  # [B, P, d]
     lens: list[torch.Tensor] = []
+    pair = torch.stack([batch.target, batch.foil], dim=1)  # [B, 2]: the metric needs two rows of the unembedding
     for k in range(1, m + 1):
-        embeds = (e_corrupt + (k / m) * (e_clean - e_corrupt)).requires_grad_(True)
-        clean = k == m
+        clean = k == m  # α = 1 is the clean input itself (not corrupted + 1 · difference, an ulp away)
+        embeds = (e_clean.clone() if clean else e_corrupt + (k / m) * (e_clean - e_corrupt)).requires_grad_(True)
         st = RunState(p0=p0, last=batch.last, grads=grads, writes=clean_writes if clean else None,
                       lens=lens if clean else None)  # fmt: skip
-        logits = hooked.forward(embeds, st)
-        logit_diff(logits, batch).sum().backward()
+        hidden = hooked.hidden(embeds, st)  # [B, d]
+        two = hooked.unembed(hidden, pair)  # [B, 2]
+        (two[:, 0] - two[:, 1]).sum().backward()
+    with torch.no_grad():
+        clean_logits = hooked.unembed(hidden)
     clean_writes.neg_().add_(corrupt_writes)  # in place: corrupted − clean
     scores = edge_scores(hooked, clean_writes, grads) / m
-    return BatchResult(scores=scores, clean_logits=logits.detach(), corrupt_logits=corrupt_logits, lens=torch.stack(lens))
+    return BatchResult(scores=scores, clean_logits=clean_logits, corrupt_logits=corrupt_logits, lens=torch.stack(lens))
 
 
 def edge_scores(hooked: HookedLM, diff: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """diff [U, B, P', d] · grads [V, B, P', d] summed over positions and d → [B, U, V], upstream pairs only."""
+    """diff [U, B, P', d] · grads [V, B, P', d] summed over positions and d → [B, U, V], upstream pairs only.
+    One product per layer: its attention readers and its MLP together (the MLP alone would be a matrix-vector
+    product over the same writers); the layer's own heads → its attention readers are then set back to 0."""
     U, B = diff.shape[:2]
     V = grads.shape[0]
     out = torch.zeros(B, U, V, device=diff.device)
     flat_diff = diff.transpose(0, 1).reshape(B, U, -1)  # [B, U, P'd] (one copy)
     flat_grads = grads.reshape(V, B, -1)  # [V, B, P'd]
-    for b in hooked.graph.blocks:
-        out[:, : b.upstream, b.readers] = torch.bmm(flat_diff[:, : b.upstream], flat_grads[b.readers].permute(1, 2, 0))
+    blocks = hooked.graph.blocks
+    for attn, mlp in [*zip(blocks[0:-1:2], blocks[1:-1:2]), (blocks[-1], blocks[-1])]:
+        cols = slice(attn.readers.start, mlp.readers.stop)
+        out[:, : mlp.upstream, cols] = torch.bmm(flat_diff[:, : mlp.upstream], flat_grads[cols].permute(1, 2, 0))
+        out[:, attn.upstream : mlp.upstream, attn.readers] = 0.0
     return out

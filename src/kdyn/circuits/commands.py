@@ -42,8 +42,8 @@ def circuits_cmd(
     console.print(metrics_table(result.metrics))
     for rel, series in result.change_point.items():
         for name, cp in series.items():
-            where = (f"step {cp['step']} (95% CI {cp['ci_low']}–{cp['ci_high']}, {cp['n_boot']} bootstraps)"
-                     if cp["step"] is not None else f"none ({cp['reason']})")  # fmt: skip
+            where = (f"step {cp['step']} (p = {cp['p_value']:.3g} against one line; 95% CI {cp['ci_low']}–"
+                     f"{cp['ci_high']}, {cp['n_boot']} bootstraps)" if cp["step"] is not None else cp["reason"])  # fmt: skip
             console.print(f"change point {rel} {name}: {where}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
@@ -52,9 +52,11 @@ def circuits_cmd(
 
 def metrics_table(rows: list[dict[str, Any]]) -> Table:
     cols = {"relation": "relation", "step": "step", "n_prompts": "prompts", "n_edges": "edges",
-            "faithfulness": "faithful", "faithfulness_random": "random", "entropy": "entropy",
-            "jaccard_edges_prev": "J prev", "noise_floor_jaccard": "J noise"}  # fmt: skip
-    table = Table(title="knowledge circuits per checkpoint (J: edge Jaccard; noise: split-half floor)")
+            "faithfulness": "faithful", "faithfulness_random": "random", "faithfulness_random_sd": "± SD",
+            "entropy": "entropy", "jaccard_edges_prev": "J prev", "jaccard_halves_prev": "J½ prev",
+            "noise_floor_jaccard": "J½ noise"}  # fmt: skip
+    table = Table(title="knowledge circuits per checkpoint (J: edge Jaccard; J½: of half-prompt circuits, "
+                        "previous checkpoint and split-half noise floor; random: connected circuits, mean ± SD)")
     for c, header in cols.items():
         table.add_column(header, justify="left" if c == "relation" else "right")
     for r in rows:

@@ -35,6 +35,7 @@ class CircuitsConfig:
     threads: int = 0  # torch CPU threads; 0 leaves the current setting (on a busy machine 1 can be much faster)
     bootstrap: int = 200  # replicates for the change-point and dynamics intervals (resampling prompts)
     noise_splits: int = 10  # random split-halves of the prompts for the noise floor
+    random_draws: int = 10  # random connected circuits of the circuit's size (faithfulness baseline: mean, SD)
     seed: int = 0
 
     def validate(self) -> None:
@@ -52,8 +53,8 @@ class CircuitsConfig:
             raise ValueError("fractions must be a non-empty list of numbers in (0, 1]")
         if self.threads < 0:
             raise ValueError("threads must be 0 (leave torch's setting) or a positive count")
-        if self.batch_size < 1 or self.bootstrap < 1 or self.noise_splits < 1:
-            raise ValueError("batch_size, bootstrap and noise_splits must be at least 1")
+        if self.batch_size < 1 or self.bootstrap < 1 or self.noise_splits < 1 or self.random_draws < 1:
+            raise ValueError("batch_size, bootstrap, noise_splits and random_draws must be at least 1")
         if self.max_checkpoints == 1 or self.max_checkpoints < 0:
             raise ValueError("max_checkpoints must be 0 (all) or at least 2 (the base and the final checkpoint)")
 

@@ -10,7 +10,7 @@ One forward pass, three optional jobs, all switched by the RunState:
   it is its share of that norm's output. The input's write is the residual entering layer 0.
 - grads: ∂(summed metric)/∂(each reader's input), accumulated. q / k / v readers: the gradient at the
   projection's output, taken back through the head's weight slice and the attention norm's Jacobian at
-  the layer's residual input (closed form, adapters.norm_vjp), so the forward stays the model's own. MLP
+  the layer's residual input (closed form, adapters.add_norm_vjp), so the forward stays the model's own. MLP
   and logits readers: the gradient at a private copy of the norm's input.
 - patching (coef, diff): reader v's input becomes r + Σ_u coef[u, v] · (corrupted_u − current_u), the
   intervention of EAP-IG's evaluation. A layer's readers all see the same upstream writers, so their
@@ -37,7 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdyn.circuits.adapters import adapter_for, get, head_weights, norm_gain, norm_vjp, rms_post_norm, shape_of
+from kdyn.circuits.adapters import (adapter_for, add_norm_vjp, get, head_weights, norm_gain, norm_stats, rms_post_norm,
+                                    shape_of)
 from kdyn.circuits.graph import Block, KvReaders, build_graph
 
 
@@ -46,14 +47,15 @@ class RunState:
     p0: int  # first position where any clean / corrupted pair differs
     last: torch.Tensor  # [B] index of each prompt's last token
     writes: torch.Tensor | None = None  # [U, B, P', d] this run's writes (P' = P - p0)
-    diff: torch.Tensor | None = None  # [U, B, P', d] corrupted writes; this run's are subtracted as they arrive
+    corrupt: torch.Tensor | None = None  # [U, B, P', d] the corrupted writes (patching; read only)
+    diff: torch.Tensor | None = None  # [U, B, P', d] corrupted − this run's writes, filled as the writers arrive
     coef: torch.Tensor | None = None  # [U, V] 1 = the edge carries its corrupted value, 0 = its own
     grads: torch.Tensor | None = None  # [V, B, P', d] += ∂metric/∂(reader input)
     lens: list[torch.Tensor] | None = None  # residual at the last position before each layer, and final: [B, d]
     total: torch.Tensor | None = None  # [B, P', d] Σ diff over the writers written so far
     written: int = 0
     resid: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → attention-norm input [B, P, d]
-    saved: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → the same from p0, detached (backward)
+    saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # layer → its norm_stats from p0
     pending: torch.Tensor | None = None  # [n + 1, B, P', d] this layer's q/k/v deltas and the MLP's upstream part
 
 
@@ -68,6 +70,7 @@ class HookedLM:
         self.attn_norms = [norm_gain(get(block, self.ad.attn_norm), self.ad.norm) for block in self.layers]
         self.device = next(model.parameters()).device  # buffers live here, in float32 whatever the model's dtype
         self.state: RunState | None = None
+        self.grad_weights: dict[tuple[int, str], torch.Tensor] = {}  # (layer, q/k/v) → weight slices × norm gain
         s = self.shape
         self.repeat_kv = kv_readers == "query" and s.n_kv_heads < s.n_heads
 
@@ -78,6 +81,10 @@ class HookedLM:
 
     def forward(self, embeds: torch.Tensor, st: RunState) -> torch.Tensor:
         """[B, P, d] input embeddings → [B, vocab] logits at each prompt's last position."""
+        return self.unembed(self.hidden(embeds, st))
+
+    def hidden(self, embeds: torch.Tensor, st: RunState) -> torch.Tensor:
+        """[B, P, d] input embeddings → [B, d] final-normed hidden state at each prompt's last position."""
         self.state = st
         try:
             out = get(self.model, self.ad.base)(inputs_embeds=embeds, use_cache=False)
@@ -86,12 +93,21 @@ class HookedLM:
             # graph that Python's collector cannot see (and the buffers would leak): keep only detached ones.
             self.state, st.pending = None, None
             st.resid.clear()
+        if st.writes is not None or st.diff is not None:
+            assert st.written == len(self.graph.writers), f"{st.written} of {len(self.graph.writers)} writers wrote"
         hidden = out.last_hidden_state  # [B, P, d], final norm applied
-        return self.unembed(hidden[torch.arange(hidden.shape[0]), st.last])
+        return hidden[torch.arange(hidden.shape[0]), st.last]
 
-    def unembed(self, h: torch.Tensor) -> torch.Tensor:
-        """Final-normed hidden states [..., d] → logits [..., vocab] (with Gemma's soft cap when set)."""
-        logits = get(self.model, self.ad.lm_head)(h)
+    def unembed(self, h: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-normed hidden states [..., d] → logits [..., vocab] (with Gemma's soft cap when set); with
+        tokens [..., k], only those tokens' logits [..., k] (k rows of the unembedding instead of all)."""
+        head = get(self.model, self.ad.lm_head)
+        if tokens is None:
+            logits = head(h)
+        else:
+            logits = torch.einsum("...d,...kd->...k", h, head.weight[tokens])
+            if getattr(head, "bias", None) is not None:
+                logits = logits + head.bias[tokens]
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 
@@ -142,7 +158,7 @@ class HookedLM:
         if st.writes is not None:
             st.writes[first : first + n] = w
         if st.diff is not None:
-            st.diff[first : first + n] -= w
+            torch.sub(st.corrupt[first : first + n], w, out=st.diff[first : first + n])  # type: ignore[index]
             st.total += st.diff[first : first + n].sum(0)  # type: ignore[operator]
 
     def _attn_input(self, layer: int, module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -152,7 +168,7 @@ class HookedLM:
         r = args[0]  # [B, P, d] residual stream entering the layer
         st.resid[layer] = r
         if st.grads is not None:
-            st.saved[layer] = r[:, st.p0 :].detach()
+            st.saved[layer] = norm_stats(self.ad.norm, self.attn_norms[layer][1], r[:, st.p0 :].detach())
         if st.lens is not None:
             st.lens.append(r[torch.arange(r.shape[0]), st.last].detach())
         if layer == 0:
@@ -289,16 +305,22 @@ class HookedLM:
 
     def _projection_grad(self, st: RunState, layer: int, which: str, readers: slice, grad: torch.Tensor) -> None:
         """Gradient at a projection's output [B, P, n*e] → each reader's input gradient, through the head's
-        weight slice and the attention norm's Jacobian at this run's residual input."""
-        g = grad[:, st.p0 :]
+        weight slice and the attention norm's Jacobian at this run's residual input. The norm's scale s and
+        gain go in where they are cheap: s into the gradient (e wide), the gain into the weights (once)."""
+        xn, s = st.saved[layer]
+        g = grad[:, st.p0 :] * s  # [B, P', n*e]
         B, P = g.shape[:2]
-        w, _ = self._wb(layer, which)
-        h = self._heads_of(which)
-        g = g.reshape(B * P, -1, self.shape.head_dim).transpose(0, 1)  # [n, B*P', e]
-        back = torch.bmm(g.reshape(h, -1, self.shape.head_dim), w)  # [h, (n/h)*B*P', d]
-        gain, eps = self.attn_norms[layer]
-        back = (back * gain).reshape(-1, B, P, self.shape.d_model)  # [n, B, P', d]
-        st.grads[readers] += norm_vjp(self.ad.norm, eps, st.saved[layer], back)  # type: ignore[index]
+        h, e = self._heads_of(which), self.shape.head_dim
+        g = g.reshape(B * P, -1, e).transpose(0, 1).reshape(h, -1, e)  # [h, (n/h)*B*P', e]
+        a = torch.bmm(g, self._grad_weight(layer, which)).view(-1, B, P, self.shape.d_model)  # [n, B, P', d]
+        add_norm_vjp(self.ad.norm, st.grads[readers], xn, s, a)  # type: ignore[index]
+
+    def _grad_weight(self, layer: int, which: str) -> torch.Tensor:
+        """[h, e, d]: a projection's weight slices times the attention norm's gain (made on first use)."""
+        key = (layer, which)
+        if key not in self.grad_weights:
+            self.grad_weights[key] = self._wb(layer, which)[0] * self.attn_norms[layer][0]
+        return self.grad_weights[key]
 
 
 def _product(coef: torch.Tensor, flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

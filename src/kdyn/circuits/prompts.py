@@ -7,7 +7,8 @@ token of the object and of the swapped-in subject's object, both as continuation
 partner whose object starts with the same token as ours is no partner (the metric would be zero). A
 separator the tokenizer keeps as a token of its own (a byte-level space) is moved into the prompt.
 The partner is drawn with a seed per probe, so the same bench, tokenizer and seed give the same pairs.
-Probes that cannot be paired are returned with the reason, never dropped silently.
+Probes that cannot be paired are returned with the reason, never dropped silently; `usage` says in one
+sentence how many pairs are used of the configured number and why the rest are missing.
 """
 
 from __future__ import annotations
@@ -51,10 +52,33 @@ class PromptSet:
     relation: str
     pairs: list[Pair]
     unpaired: list[dict[str, str]] = field(default_factory=list)  # {probe_id, reason}
+    n_paired: int = -1  # probes that could be paired, before sampling n_prompts of them (-1: len(pairs))
+
+    def __post_init__(self) -> None:
+        if self.n_paired < 0:
+            self.n_paired = len(self.pairs)
+
+    def reasons(self) -> dict[str, int]:
+        """Why probes could not be paired: reason → number of probes, most frequent first."""
+        return dict(Counter(u["reason"] for u in self.unpaired).most_common())
 
     def to_json(self) -> dict[str, Any]:
-        return {"relation": self.relation, "n_pairs": len(self.pairs), "n_unpaired": len(self.unpaired),
-                "pairs": [asdict(p) for p in self.pairs], "unpaired": self.unpaired}  # fmt: skip
+        return {"relation": self.relation, "n_pairs": len(self.pairs), "n_paired": self.n_paired,
+                "n_unpaired": len(self.unpaired), "pairs": [asdict(p) for p in self.pairs],
+                "unpaired": self.unpaired}  # fmt: skip
+
+
+def usage(relation: str, n_used: int, n_configured: int, n_paired: int, reasons: dict[str, int]) -> str:
+    """'birth_city: 11 of the configured 32 prompt pairs used: the relation has 14 cloze probes, 3 of which
+    could not be paired (3× no other subject …)' — how many pairs a circuit rests on, and why not more."""
+    n_unpaired = sum(reasons.values())
+    why = "; ".join(f"{n}× {reason}" for reason, n in reasons.items())
+    text = f"{relation}: {n_used} of the configured {n_configured} prompt pairs used"
+    if n_paired > n_used:
+        text += f", drawn at random from {n_paired} probes that could be paired"
+        return text + (f"; {n_unpaired} more could not be paired ({why})" if n_unpaired else "")
+    text += f": the relation has {n_paired + n_unpaired} cloze probe{'s' * (n_paired + n_unpaired != 1)}"
+    return text + (f", {n_unpaired} of which could not be paired ({why})" if n_unpaired else "")
 
 
 def read_bench(bench: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
@@ -88,6 +112,7 @@ def build_prompts(bench: Path, relation: str, tokenizer: PreTrainedTokenizerBase
             unpaired.append({"probe_id": p["probe_id"], "reason": reason})
         else:
             pairs.append(pair)
+    n_paired = len(pairs)
     if len(pairs) > n_prompts:
         rng = np.random.default_rng([seed, zlib.crc32(relation.encode("utf-8"))])
         pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), size=n_prompts, replace=False))]
@@ -96,7 +121,7 @@ def build_prompts(bench: Path, relation: str, tokenizer: PreTrainedTokenizerBase
         raise KdynError(f"none of the {len(mine)} cloze probes of relation '{relation}' could be paired with a "
                         f"same-length subject swap ({unpaired[0]['reason'] if unpaired else 'no probes'}); "
                         f"choose another relation with --relation")  # fmt: skip
-    return PromptSet(relation, pairs, unpaired)
+    return PromptSet(relation, pairs, unpaired, n_paired)
 
 
 def _pair(probe: Probe, fact: dict[str, Any], others: list[dict[str, Any]], tok: PreTrainedTokenizerBase,

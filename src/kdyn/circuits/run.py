@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from kdyn.circuits.attribution import attribute
 from kdyn.circuits.changepoint import change_points
@@ -35,17 +35,19 @@ from kdyn.circuits.dynamics import DYNAMICS_COLUMNS, dynamics_table
 from kdyn.circuits.evaluate import Evaluator, evaluate, logit_lens
 from kdyn.circuits.evolution import METRIC_COLUMNS, evolution_tables
 from kdyn.circuits.hooks import HookedLM
-from kdyn.circuits.prompts import PromptSet, batches, build_prompts, default_relation, read_bench
-from kdyn.circuits.store import CircuitFile, load, path_for, save, settings_of
+from kdyn.circuits.prompts import PromptSet, batches, build_prompts, default_relation, read_bench, usage
+from kdyn.circuits.store import CircuitFile, load, mean_scores, path_for, save, settings_of
 from kdyn.config import apply_overrides, from_dict
 from kdyn.errors import KdynError
 from kdyn.io import write_json, write_parquet
+from kdyn.lock import run_lock
 from kdyn.models.registry import LoadedModel, load_model
+from kdyn.progress import LineProgress
 from kdyn.train.checkpoints import quiet_transformers, step_of
 
-STRING_COLUMNS = {"relation", "group", "method", "kv_readers", "selection"}
-INT_COLUMNS = {"step", "from_step", "to_step", "layer", "n_prompts", "n_unpaired", "n_edges_total", "n_edges",
-               "n_nodes", "n_facts", "ig_steps"}  # fmt: skip
+STRING_COLUMNS = {"relation", "group", "method", "kv_readers", "selection", "prompt_usage"}
+INT_COLUMNS = {"step", "from_step", "to_step", "layer", "n_prompts", "n_prompts_configured", "n_unpaired",
+               "n_edges_total", "n_edges", "n_nodes", "n_facts", "ig_steps", "random_draws"}  # fmt: skip
 TABLE_COLUMNS = {
     "layer_share": ("step", "relation", "layer", "share"),
     "logit_lens": ("step", "relation", "layer", "mean_rank", "median_rank"),
@@ -61,6 +63,7 @@ class CircuitsResult:
     change_point: dict[str, Any]
     steps: list[int]
     computed: list[tuple[int, str]] = field(default_factory=list)  # (step, relation) analysed in this call
+    prompt_usage: dict[str, str] = field(default_factory=dict)  # relation → how many prompt pairs, and why
     notes: list[str] = field(default_factory=list)
 
 
@@ -108,15 +111,18 @@ def choose_steps(available: list[int], cfg: CircuitsConfig, requested: list[int]
 
 def load_step(run: Path, model_name: str, step: int) -> LoadedModel:
     """The model at a step: the base for 0, a saved checkpoint otherwise (LoRA adapters merged into the base)."""
+    from kdyn.device import default_device
+
+    device = default_device()  # the GPU when there is one
     with quiet_transformers():
         if step == 0:
-            return load_model(model_name)
+            return load_model(model_name, device=device)
         folder = run / "checkpoints" / f"step-{step:06d}"
         if not (folder / "adapter_config.json").is_file():
-            return load_model(str(folder))
+            return load_model(str(folder), device=device)
         from peft import PeftModel
 
-        lm = load_model(model_name)
+        lm = load_model(model_name, device=device)
         lm.model = PeftModel.from_pretrained(lm.model, str(folder)).merge_and_unload().eval()
         return lm
 
@@ -127,43 +133,53 @@ def settings(cfg: CircuitsConfig, prompts: PromptSet) -> dict[str, Any]:
     return {"method": cfg.method, "ig_steps": cfg.ig_steps if cfg.method == "eap-ig" else 1,
             "kv_readers": cfg.kv_readers, "selection": cfg.selection(), "fractions": sorted(set(cfg.fractions)),
             "min_metric_gap": cfg.min_metric_gap, "batch_size": cfg.batch_size, "seed": cfg.seed,
-            "prompts_sha256": digest}  # fmt: skip
+            "random_baseline": "connected", "random_draws": cfg.random_draws, "prompts_sha256": digest}  # fmt: skip
 
 
 def analyse(hooked: HookedLM, prompts: PromptSet, cfg: CircuitsConfig, step: int, pad_id: int) -> CircuitFile:
     """Attribute, select, evaluate and logit-lens one checkpoint on one relation's prompts."""
     bs = [b.to(hooked.device) for b in batches(prompts.pairs, cfg.batch_size, pad_id)]
+    g = hooked.graph
     with hooked.attached():
         results = [attribute(hooked, b, cfg.method, cfg.ig_steps) for b in bs]
-        per_prompt = torch.cat([r.scores for r in results]).cpu()  # [N, U, V]
-        scores = per_prompt.mean(0).numpy()
+        per_prompt = torch.cat([r.scores for r in results]).cpu()[:, torch.from_numpy(g.valid)].numpy()  # [N, E]
+        scores = np.zeros(g.valid.shape, dtype=np.float32)  # [U, V], as CircuitFile.dense(mean_scores(...))
+        scores[g.valid] = mean_scores(per_prompt)
         circuit, metrics, curve = evaluate(Evaluator(hooked, bs, results, cfg.min_metric_gap), scores, cfg, prompts.relation)
         lens = logit_lens(hooked, bs, results)
-    g = hooked.graph
     return CircuitFile(step=step, relation=prompts.relation, shape=hooked.shape, kv_readers=g.kv_readers,
                        writers=g.writers, readers=g.readers, valid=g.valid, scores=scores, circuit=circuit,
-                       per_prompt=per_prompt[:, torch.from_numpy(g.valid)].numpy(),
+                       per_prompt=per_prompt,
                        probe_ids=[p.probe_id for p in prompts.pairs], fact_ids=[p.fact_id for p in prompts.pairs],
-                       settings=settings(cfg, prompts), metrics=metrics | {"n_unpaired": len(prompts.unpaired)},
+                       settings=settings(cfg, prompts), metrics=metrics | {"n_unpaired": len(prompts.unpaired),
+                       "n_paired": prompts.n_paired, "unpaired_reasons": prompts.reasons()},
                        curve=curve, lens=lens)  # fmt: skip
 
 
 def circuits(run_dir: str | Path, cfg: CircuitsConfig | None = None, overrides: list[str] | None = None,
              checkpoints: list[int] | None = None, relations: list[str] | None = None, force: bool = False,
              console: Console | None = None) -> CircuitsResult:  # fmt: skip
-    """Circuits at the chosen checkpoints of a run, then every table; returns the metric rows and change points."""
+    """Circuits at the chosen checkpoints of a run, then every table; returns the metric rows and change points.
+    Holds the run folder's writer lock (kdyn.lock) once the run and the settings are checked."""
     run = Path(run_dir)
     run_config = read_run_config(run)
     cfg = cfg if cfg is not None else circuits_config(run_config, overrides)
     steps = choose_steps(available_steps(run), cfg, checkpoints)
+    with run_lock(run, "circuits"):
+        return circuits_locked(run, run_config, cfg, steps, relations, force, console)
+
+
+def circuits_locked(run: Path, run_config: dict[str, Any], cfg: CircuitsConfig, steps: list[int],
+                    relations: list[str] | None, force: bool, console: Console | None) -> CircuitsResult:  # fmt: skip
+    """`circuits` once the run and settings are checked and the run's lock is held."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     facts, cloze = read_bench(run / "bench")
     relations = list(relations or cfg.relations or [default_relation(facts, cloze)])
     result = CircuitsResult(out_dir=run / "circuits", metrics=[], change_point={}, steps=steps)
     prompt_sets: dict[str, PromptSet] = {}
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, disable=console is None, transient=True)  # fmt: skip
+    bar = LineProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=console, disable=console is None, transient=True)  # fmt: skip
     with bar:
         task = bar.add_task("circuits", total=len(steps) * len(relations))
         for step in steps:
@@ -172,8 +188,12 @@ def circuits(run_dir: str | Path, cfg: CircuitsConfig | None = None, overrides: 
                 bar.update(task, description=f"circuits: step {step}, {relation}")
                 if relation not in prompt_sets:
                     lm = lm or load_step(run, run_config["model"], step)
-                    prompt_sets[relation] = build_prompts(run / "bench", relation, lm.tokenizer, cfg.n_prompts, cfg.seed)
-                    write_json(run / "circuits" / f"prompts.{relation}.json", prompt_sets[relation].to_json())
+                    ps = build_prompts(run / "bench", relation, lm.tokenizer, cfg.n_prompts, cfg.seed)
+                    prompt_sets[relation] = ps
+                    write_json(run / "circuits" / f"prompts.{relation}.json", ps.to_json())
+                    result.prompt_usage[relation] = usage(relation, len(ps.pairs), cfg.n_prompts, ps.n_paired, ps.reasons())
+                    if console is not None:
+                        bar.console.print(f"circuits {result.prompt_usage[relation]}", highlight=False)
                 path = path_for(run, step, relation)
                 if force or settings_of(path) != settings(cfg, prompt_sets[relation]):
                     t0 = time.time()
@@ -197,7 +217,8 @@ def summary_line(cf: CircuitFile, seconds: float) -> str:
     m = cf.metrics
     return (f"circuits step {cf.step:06d} {cf.relation}: {len(cf.probe_ids)} prompts ({m['n_unpaired']} unpaired), "
             f"{int(cf.circuit.sum())} of {int(cf.valid.sum())} edges, faithfulness {m['faithfulness']:.3f} "
-            f"(random {m['faithfulness_random']:.3f}), {seconds:.0f} s")  # fmt: skip
+            f"(random {m['faithfulness_random']:.3f} ± {m['faithfulness_random_sd']:.3f} SD over "
+            f"{m['random_draws']} connected circuits), {seconds:.0f} s")  # fmt: skip
 
 
 def write_tables(run: Path, relations: list[str], steps: list[int], cfg: CircuitsConfig, result: CircuitsResult) -> None:

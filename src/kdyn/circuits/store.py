@@ -1,8 +1,10 @@
 """RUN/circuits/step-NNNNNN.<relation>.safetensors: one checkpoint's circuit, self-contained.
 
 Tensors: `scores` [U, V] float32 (mean edge scores; 0 off the graph), `valid` [U, V] uint8 (which pairs
-are edges), `circuit` [U, V] uint8 (the selected, pruned circuit), `scores_per_prompt` [N, E] float16
-(each prompt's scores on the valid edges, row-major order of `valid`). Metadata: one key, `kdyn`, whose
+are edges), `circuit` [U, V] uint8 (the selected, pruned circuit), `scores_per_prompt` [N, E] float32
+(each prompt's scores on the valid edges, row-major order of `valid`; float32 as computed, so a circuit
+rebuilt from the file is the one selected in memory; float16 rounded 0.4–0.5% of them to exactly 0).
+`scores` is mean_scores(scores_per_prompt), the one mean used everywhere. Metadata: one key, `kdyn`, whose
 value is canonical JSON (NaN as null) with writers (row names), readers (column names), shape (rebuilds
 the graph), settings (what produced it: a file is reused only when they match), prompts (probe and fact
 ids, the rows of scores_per_prompt), metrics, curve (fraction, n_edges, faithfulness), lens (layer, mean
@@ -43,7 +45,7 @@ class CircuitFile:
     valid: np.ndarray  # [U, V] bool
     scores: np.ndarray  # [U, V] float32
     circuit: np.ndarray  # [U, V] bool
-    per_prompt: np.ndarray  # [N, E] float32 (stored as float16)
+    per_prompt: np.ndarray  # [N, E] float32
     probe_ids: list[str]
     fact_ids: list[str]
     settings: dict[str, Any]
@@ -59,6 +61,15 @@ class CircuitFile:
         out = np.zeros(self.valid.shape, dtype=np.float32)
         out[self.valid] = flat
         return out
+
+
+def mean_scores(per_prompt: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """[N, E] → [E] float32: the mean over prompts (or the weighted sum, weights [N] summing to 1), added up
+    in float64. The circuit in memory, the one rebuilt from a file and those of resamples all use this one
+    function, so the same prompts always give the same scores, bit for bit, and so the same circuit."""
+    n = per_prompt.shape[0]
+    w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, dtype=np.float64)
+    return (w @ per_prompt.astype(np.float64, copy=False)).astype(np.float32)
 
 
 def path_for(run: Path, step: int, relation: str) -> Path:
@@ -87,7 +98,7 @@ def save(path: Path, cf: CircuitFile) -> None:
         "scores": torch.from_numpy(cf.scores.astype(np.float32)),
         "valid": torch.from_numpy(cf.valid.astype(np.uint8)),
         "circuit": torch.from_numpy(cf.circuit.astype(np.uint8)),
-        "scores_per_prompt": torch.from_numpy(cf.per_prompt.astype(np.float16)),
+        "scores_per_prompt": torch.from_numpy(cf.per_prompt.astype(np.float32)),
     }
     meta = {"format": FORMAT, "step": cf.step, "relation": cf.relation, "kv_readers": cf.kv_readers,
             "shape": dataclasses.asdict(cf.shape), "writers": cf.writers, "readers": cf.readers,

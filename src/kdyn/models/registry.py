@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import getproxies
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from kdyn.errors import KdynError, unknown
@@ -106,6 +111,61 @@ def resolve_model(name: str) -> str:
     raise unknown("model", name, MODELS)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face endpoint (HF_ENDPOINT; or the proxy for its scheme) opens
+    within `timeout` seconds, name lookup included. Without this check an offline hub costs a minute of retries."""
+    from huggingface_hub import constants
+
+    url = urlsplit(getproxies().get(urlsplit(constants.ENDPOINT).scheme) or constants.ENDPOINT)
+    address = (url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+    opened: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            opened.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=connect, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return bool(opened)
+
+
+def hub_local_only(repo_id: str) -> bool:
+    """For a hub id: True when it must load from the local cache (offline, or the hub unreachable but the model
+    cached), False when it may download; KdynError when it is neither cached nor downloadable."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid hub id (huggingface_hub's HFValidationError)
+        raise unknown("model", repo_id, MODELS) from None
+    if constants.is_offline_mode():
+        if cached:
+            return True
+        raise KdynError(f"model '{repo_id}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                        "unset it to download the model, or pass a local model folder")  # fmt: skip
+    if hub_reachable():
+        return False
+    if cached:
+        return True
+    raise KdynError(f"model '{repo_id}' is not in the local Hugging Face cache and the hub ({constants.ENDPOINT}) is "
+                    "unreachable; connect to the network (or set HF_ENDPOINT to a mirror), or pass a local model "
+                    "folder")  # fmt: skip
+
+
+def check_model(name: str) -> None:
+    """Fail fast, before a command makes anything, for a model that cannot load: an unknown name, a folder
+    without config.json, a hub id neither cached nor downloadable (registry models are checked when loaded)."""
+    if name in MODELS:
+        return
+    where = resolve_model(name)
+    if not Path(where).is_dir():
+        hub_local_only(where)
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     dtype: torch.dtype = torch.float32,
@@ -117,11 +177,16 @@ def load_model(
         model, tokenizer = tiny_random_llama()
         return LoadedModel(name, model.to(device=device, dtype=dtype), tokenizer, name)
     where = resolve_model(name)
+    local = not Path(where).is_dir() and hub_local_only(where)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                     local_files_only=local)  # fmt: skip
     except OSError as e:
         raise KdynError(f"could not load model '{name}' from {where}: {str(e).splitlines()[0]}") from None
+    except SafetensorError as e:
+        raise KdynError(f"could not load model '{name}': a .safetensors file in {where} is corrupt or incomplete "
+                        f"({e}); save or download the model again") from None  # fmt: skip
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     spec = MODELS.get(name)

@@ -1,7 +1,8 @@
 """Probe → token ids: the rendered prompt and the target continuation, as the scorer sees them.
 
 Question-style probes (`chat: true`) use the model's chat template when it has one, else a plain
-"Question: …\nAnswer:" frame. Cloze and MCQ prompts are raw text continued by " target". The
+"Question: …\nAnswer:" frame. Cloze and MCQ prompts are raw text continued by " target"; a prompt that
+ends in whitespace gives it to the continuation, as lm-eval does ("…as " + "X" is scored as "…as" + " X"). The
 continuation's tokens are those of prompt+continuation past the prompt's tokens (as lm-eval does),
 so a tokenizer that merges across the boundary still scores the exact target text.
 """
@@ -36,8 +37,10 @@ def render(probe: Probe, tokenizer: PreTrainedTokenizerBase) -> tuple[str, str, 
             )
             return text, "", True
         return f"Question: {probe.prompt}\nAnswer:", " ", False
-    sep = "" if probe.prompt.endswith((" ", "\n")) else " "
-    return probe.prompt, sep, False
+    stripped = probe.prompt.rstrip()
+    if stripped != probe.prompt:  # as lm-eval: trailing whitespace moves into the continuation ("…as " + "X" →
+        return stripped, probe.prompt[len(stripped) :], False  # "…as" + " X"), never a bare space token before it
+    return probe.prompt, " ", False
 
 
 def encode_pair(tokenizer: PreTrainedTokenizerBase, text: str, continuation: str, templated: bool) -> tuple[list[int], list[int]]:

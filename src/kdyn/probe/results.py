@@ -24,6 +24,7 @@ SCHEMA = pa.schema(
         ("rouge1_recall", pa.float64()),
         ("choice", pa.int64()),
         ("choice_norm", pa.int64()),
+        ("option_logprobs", pa.list_(pa.float64())),  # mcq: summed log-likelihood of each option, in option order
         ("correct", pa.bool_()),
         ("known_wrong_at_base", pa.bool_()),  # known probes wrong at step 0: excluded from forgetting
     ]

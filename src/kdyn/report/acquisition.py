@@ -65,16 +65,29 @@ def raster_figure(run: RunData, traj: pd.DataFrame) -> Any:
     return fig
 
 
+def followed(traj: pd.DataFrame) -> pd.Series:
+    """Probes acquired before the last checkpoint (a later one shows whether they stayed); older analyses lack
+    the column, and then every acquisition counts."""
+    col = traj["followed"] if "followed" in traj else traj["n_correct"] > 0
+    return col.fillna(False).astype(bool)
+
+
 def raster_caption(run: RunData, traj: pd.DataFrame) -> str:
     ever = traj["n_correct"] > 0
     at_base = traj["correct_at_base"].astype(bool)
     in_training = ever & ~at_base
+    later = in_training & followed(traj)
+    kept = later & traj["consolidated"].fillna(False).astype(bool)
     firsts = pd.to_numeric(traj.loc[in_training, "first_acquired_step"])
     when = f", at median step {num(float(firsts.median()), 0)}" if len(firsts) else ""
-    return (f"{len(traj)} knowledge probes × {len(run.steps)} checkpoints: {int(ever.sum())} were right at some "
+    text = (f"{len(traj)} knowledge probes × {len(run.steps)} checkpoints: {int(ever.sum())} were right at some "
             f"checkpoint ({int(at_base.sum())} already at the base); {int(in_training.sum())} were first acquired "
-            f"during training{when}; {int(traj['consolidated'].fillna(False).astype(bool).sum())} stayed right from "
-            f"then on. Coloured cell = right (colour = kind), grey = wrong.")  # fmt: skip
+            f"during training{when}")  # fmt: skip
+    if in_training.any():
+        last = int((in_training & ~later).sum())
+        text += f"; of the {int(later.sum())} of those with a later checkpoint, {int(kept.sum())} stayed right from then on"
+        text += f" ({last} first right at the last checkpoint cannot show it yet)" if last else ""
+    return text + ". Coloured cell = right (colour = kind), grey = wrong."
 
 
 def window_lengths(run: RunData, traj: pd.DataFrame) -> pd.DataFrame:
@@ -114,27 +127,33 @@ def windows_figure(run: RunData, windows: pd.DataFrame) -> Any:
                      cons["consolidation_rate_hi"].to_numpy(dtype=float) - rate])  # fmt: skip
     ax2.barh(y, np.nan_to_num(rate), xerr=np.nan_to_num(err), color=[kind_color(k) for k in cons["kind"]],
              alpha=0.85, error_kw={"ecolor": "#374151", "capsize": 2, "linewidth": 0.8})  # fmt: skip
-    for yi, r in zip(y, cons.itertuples()):
-        text = f"{r.n_consolidated}/{r.n_ever_acquired}" if r.n_ever_acquired else "never right"
+    for yi, n_cons, n_acq, n_fol in zip(y, cons["n_consolidated"], cons["n_ever_acquired"], n_followed(cons)):
+        text = f"{n_cons}/{n_fol}" if n_fol else "right only at the last step" if n_acq else "never right"
         ax2.text(1.02, yi, text, va="center", fontsize=7.5, color="#374151")
     ax2.set_ylim(-0.6, max(len(cons), 4) - 0.4)  # a few groups keep bars of a normal height
     ax2.set_yticks(y)
     ax2.set_yticklabels([group_label(k, t) for k, t in zip(cons["kind"], cons["probe_type"])])
     ax2.set_xlim(0, 1.18)
     ax2.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
-    ax2.set_xlabel("consolidation rate (consolidated / ever right), 95% CI")
+    ax2.set_xlabel("consolidation rate (kept / right before the last step), 95% CI")
     ax2.set_title("consolidation")
     return fig
+
+
+def n_followed(cons: pd.DataFrame) -> pd.Series:
+    """Acquisitions with a later checkpoint per group (the consolidation rate's n); older analyses: every one."""
+    return (cons["n_followed"] if "n_followed" in cons else cons["n_ever_acquired"]).astype(int)
 
 
 def windows_caption(run: RunData, windows: pd.DataFrame) -> str:
     trained = windows[~windows["from_base"]]
     cons = run.tables["consolidation"]
-    learned = learning_rows(cons)
-    n_acq, n_cons = int(learned["n_ever_acquired"].sum()), int(learned["n_consolidated"].sum())
-    best = learned.dropna(subset=["consolidation_rate"]).sort_values("n_ever_acquired", ascending=False).head(1)
+    learned = learning_rows(cons).assign(n_followed=lambda d: n_followed(d))
+    n_acq, n_fol = int(learned["n_ever_acquired"].sum()), int(learned["n_followed"].sum())
+    n_cons = int(learned["n_consolidated"].sum())
+    best = learned.dropna(subset=["consolidation_rate"]).sort_values("n_followed", ascending=False).head(1)
     example = "".join(f" ({group_label(r['kind'], r['probe_type'])}: {ci_of(r, 'consolidation_rate')}, "
-                      f"n={int(r['n_ever_acquired'])})" for _, r in best.iterrows())  # fmt: skip
+                      f"n={int(r['n_followed'])})" for _, r in best.iterrows())  # fmt: skip
     if len(trained):
         w = (f"{plural(len(trained), 'acquisition window')} began during training, median length "
              f"{num(float(trained['length'].median()), 0)} checkpoint(s), {pct(trained['open'].mean())} still open at "
@@ -142,8 +161,14 @@ def windows_caption(run: RunData, windows: pd.DataFrame) -> str:
     else:
         w = "no acquisition window began during training"
     what = learning_words(learned)
-    c = (f"{n_cons} of {n_acq} ({pct(n_cons / n_acq)}) {what} probes ever right were consolidated{example}" if n_acq
-         else f"no {what} probe was ever right, so consolidation is undefined")  # fmt: skip
+    last = f"; the {n_acq - n_fol} first right at the last checkpoint cannot show it yet" if n_acq > n_fol else ""
+    if n_fol:
+        c = (f"{n_cons} of the {n_fol} {what} probes right before the last checkpoint ({pct(n_cons / n_fol)}) were "
+             f"consolidated, right at every checkpoint from then on{example}{last}")  # fmt: skip
+    elif n_acq:
+        c = f"every {what} probe ever right was first right at the last checkpoint, so consolidation is undefined"
+    else:
+        c = f"no {what} probe was ever right, so consolidation is undefined"
     return f"{w}; {c}."
 
 
@@ -165,7 +190,9 @@ def entity_table(run: RunData) -> Any:
             for k in kinds])  # fmt: skip
     return table(["epoch", "step", *[f"{k}: learned / entities (+acquired =retained −forgotten)" for k in kinds]],
                  rows, numeric_from=1, caption="Entities (Mousavi et al.: an entity is learned when the mean ROUGE-1 "
-                                               "recall of its probes is ≥ 0.6), per epoch")  # fmt: skip
+                                               "recall of its probes is ≥ 0.6, counting the words that name the "
+                                               "object, not those it shares with the relation's other values), "
+                                               "per epoch")  # fmt: skip
 
 
 def entity_rows(run: RunData) -> pd.DataFrame:
@@ -226,12 +253,21 @@ def broken_figure(run: RunData, known: pd.DataFrame, skill: pd.DataFrame) -> Any
     return fig
 
 
+def all_items_phrase(r: Any) -> str:
+    """For a known multiple-choice group: its chance-adjusted F over all its items (right and wrong at the base),
+    which the selected group (right at the base: A(0) = 1, so no chance term) cannot show; '' otherwise."""
+    if not is_num(r.get("n_all_items")):
+        return ""
+    return (f"; over all {int(r['n_all_items'])} known {r['probe_type']} items, right and wrong at the base, "
+            f"chance-adjusted F={ci_of(r, 'forgetting_adj_all_items')}")
+
+
 def broken_caption(run: RunData) -> str:
     bf = base_final(run)
     parts = []
     for _, r in bf[bf["kind"] == "known"].iterrows():
         parts.append(f"known {r['probe_type']} {arrow(r['acc_from'], r['acc_to'])} (F={ci_of(r, 'forgetting')}, "
-                     f"n={int(r['n'])})")  # fmt: skip
+                     f"n={int(r['n'])}{all_items_phrase(r)})")  # fmt: skip
     for _, r in bf[bf["kind"] == "skill"].iterrows():
         parts.append(f"{r['probe_type']} {arrow(r['acc_from'], r['acc_to'])} (change {ci_of(r, 'acc_change')}, "
                      f"n={int(r['n'])})")  # fmt: skip
@@ -274,8 +310,10 @@ def broken_section(run: RunData, canvas: Canvas) -> Section:
         sec.add(tag("p", "This benchmark has no known facts and no skill probes."))
     wrong_base = run.probes[run.probes["analysis_kind"] == KNOWN_WRONG_AT_BASE]
     if len(wrong_base):
-        sec.add(tag("p", f"{plural(len(wrong_base), 'known probe')} were already wrong at the base model; they are "
-                         f"reported apart and do not count as forgetting.", class_="lead"))  # fmt: skip
+        were = "was" if len(wrong_base) == 1 else "were"
+        sec.add(tag("p", f"{plural(len(wrong_base), 'known probe')} {were} already wrong at the base model; "
+                         f"{'it is' if len(wrong_base) == 1 else 'they are'} reported apart and "
+                         f"{'does' if len(wrong_base) == 1 else 'do'} not count as forgetting.", class_="lead"))  # fmt: skip
     lost = forgotten_known(run)
     if len(lost):
         rows = [[r.subject, r.relation, r.target, answer_text(r.answer, r.probe_type),

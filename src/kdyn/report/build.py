@@ -12,6 +12,7 @@ nothing; the same inputs give the same bytes apart from the "generated" timestam
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from kdyn import __version__
 from kdyn.analysis.load import expand_run_dirs, run_labels
 from kdyn.errors import KdynError
 from kdyn.io import atomic_path
+from kdyn.lock import run_lock
 from kdyn.report.acquisition import acquisition_section, broken_section
 from kdyn.report.circuits import circuit_findings, circuits_section
 from kdyn.report.comparison import comparison_findings, comparison_section
@@ -29,6 +31,7 @@ from kdyn.report.findings import run_findings
 from kdyn.report.html import Section, bullets, page
 from kdyn.report.knowledge import loss_knowledge_section, transitions_section
 from kdyn.report.setup import runs_setup_section, setup_section
+from kdyn.report.text import interval_words
 
 FINDINGS = "8. Findings in words"
 GLANCE = 3  # comparison findings repeated at the top of the page
@@ -48,8 +51,8 @@ def run_subtitle(run: RunData) -> str:
             f"status {run.manifest.get('status', '?')}")  # fmt: skip
 
 
-def findings_section(sentences: list[str]) -> Section:
-    lead = "Generated from the numbers above; [a–b] are 95% bootstrap intervals over items."
+def findings_section(sentences: list[str], summary: dict | None = None) -> Section:
+    lead = f"Generated from the numbers above; [a–b] are 95% intervals ({interval_words(summary or {})})."
     return Section("findings", FINDINGS, lead).add(bullets(sentences, class_="findings"))
 
 
@@ -62,7 +65,7 @@ def run_sections(run: RunData, canvas: Canvas) -> tuple[list[Section], list[str]
         sections.append(circuits_section(run, canvas))
         extra = circuit_findings(run)
     findings, glance = run_findings(run, extra)
-    sections.append(findings_section(findings))
+    sections.append(findings_section(findings, run.summary))
     return sections, glance
 
 
@@ -74,6 +77,21 @@ def report(run_dirs: list[str] | list[Path], out: str | Path | None = None) -> P
         raise KdynError(f"--out must name an .html file, got {out}")
     if out.exists() and out.is_dir():
         raise KdynError(f"--out {out} is a directory; name the .html file to write")
+    owner = written_run(paths, out)
+    with run_lock(owner, "report") if owner is not None else contextlib.nullcontext():
+        return write_report(paths, out)
+
+
+def written_run(paths: list[Path], out: Path) -> Path | None:
+    """The run folder a report writes into (its writer lock is taken): the run itself for one run (RUN/plots/),
+    or --out's folder when that is one of the runs; None when a comparison goes outside them."""
+    if len(paths) == 1:
+        return paths[0]
+    return next((p for p in paths if p.resolve() == out.parent.resolve()), None)
+
+
+def write_report(paths: list[Path], out: Path) -> Path:
+    """`report` once its arguments are checked (and the run it writes into is locked)."""
     runs = [load_run_data(p, label) for p, label in zip(paths, run_labels(paths))]
     if len(runs) == 1:
         run = runs[0]
@@ -88,7 +106,7 @@ def report(run_dirs: list[str] | list[Path], out: str | Path | None = None) -> P
         glance = findings[:GLANCE]
         title = f"kdyn comparison: {len(runs)} runs"
         subtitle = ", ".join(r.label for r in runs)
-    footer = f"kdyn {__version__} · generated {time.strftime('%Y-%m-%d %H:%M:%S')} · every number: DESIGN.md definitions"
+    footer = f"kdyn {__version__} · generated {time.strftime('%Y-%m-%d %H:%M:%S')} · every definition: docs/metrics.md in the kdyn repository"
     with atomic_path(out) as tmp:
         tmp.write_text(page(title, subtitle, sections, footer, glance), encoding="utf-8")
     return out

@@ -2,10 +2,12 @@
 
 Reads the circuit output contract: circuit_metrics.parquet (one row per step and relation), and under
 RUN/circuits/ layer_share, logit_lens, faithfulness_curve, dynamics (parquet) and change_point.json.
-Figures: edge Jaccard (previous / final / base, with the split-half noise floor), entropy with its change
-point and bootstrap interval, faithfulness against a random circuit; the layer distribution heatmap; the
-faithfulness-vs-fraction curves; the logit-lens rank per layer. A value the circuits stage could not
-compute is NaN there and shows as '—' (or a gap in a line) here.
+Figures: edge Jaccard (previous / final / base; and, like for like, half-prompt circuits of consecutive
+checkpoints against the split-half noise floor), entropy with its change point and bootstrap interval,
+faithfulness against random connected circuits of equal size (mean ± SD); the layer distribution heatmap;
+the faithfulness-vs-fraction curves; the logit-lens rank per layer. A value the circuits stage could not
+compute is NaN there and shows as '—' (or a gap in a line) here. Outputs of older versions (no status in
+change_point.json, no half-prompt Jaccard, no random SD) still render, without what they lack.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from matplotlib import colormaps
 from kdyn.report.data import RunData, finite
 from kdyn.report.figures import PALETTE, Canvas, heatmap, new_figure, step_axis, styled
 from kdyn.report.html import Markup, Section, bullets, table, tag
-from kdyn.report.text import count, is_num, num, step_label, with_ci
+from kdyn.report.text import count, is_num, num, p_value, step_label, with_ci
 
 DYNAMICS_GROUPS = ("acquired", "retained", "forgotten", "never")
 
@@ -36,9 +38,65 @@ def change_point(run: RunData, relation: str, series: str) -> dict[str, Any]:
 
 
 def change_point_text(cp: dict[str, Any]) -> str:
+    """'step 3 [2–4] (p = 0.0126)', 'none (two lines fit no better than one …)', 'not tested (4 checkpoint(s), …)'."""
     if is_num(cp.get("step")):
-        return f"step {num(cp['step'])} [{num(cp.get('ci_low'))}–{num(cp.get('ci_high'))}]"
-    return f"— ({cp.get('reason') or 'not computed'})"
+        p = f" ({p_value(cp['p_value'])})" if is_num(cp.get("p_value")) else ""
+        return f"step {num(cp['step'])} [{num(cp.get('ci_low'))}–{num(cp.get('ci_high'))}]{p}"
+    reason = cp.get("reason") or "not computed"
+    for status, prefix in (("none", "no change point: "), ("not tested", "not tested: ")):
+        if cp.get("status") == status:
+            return f"{status} ({reason.removeprefix(prefix)})"
+    return f"— ({reason})"
+
+
+def change_point_phrase(cp: dict[str, Any], series: str) -> str:
+    """'entropy change point step 3 [2–4] (p = …)', 'no entropy change point (…)', '… not tested (…)'."""
+    if cp.get("status") == "none":
+        return f"no {series} change point ({(cp.get('reason') or '').removeprefix('no change point: ')})"
+    return f"{series} change point {change_point_text(cp)}"
+
+
+def span(values: np.ndarray, digits: int = 2) -> str:
+    """'0.41–0.52', or one number when all are equal."""
+    lo, hi = num(float(np.min(values)), digits), num(float(np.max(values)), digits)
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def random_text(row: Any, digits: int = 2) -> str:
+    """Faithfulness of the random connected circuits: '0.05 ± 0.02' (mean ± SD over draws)."""
+    mean, sd = row.get("faithfulness_random"), row.get("faithfulness_random_sd")
+    return f"{num(mean, digits)} ± {num(sd, digits)}" if is_num(mean) and is_num(sd) else num(mean, digits)
+
+
+def noise_pairs(g: pd.DataFrame) -> pd.DataFrame:
+    """Consecutive checkpoint pairs of one relation: `to_step`, the half-prompt Jaccard `halves` and the noise
+    floor of the pair (the mean of the two checkpoints' floors); only pairs where both are defined."""
+    if "jaccard_halves_prev" not in g:
+        return pd.DataFrame(columns=["to_step", "halves", "floor"])
+    floor = pd.to_numeric(g["noise_floor_jaccard"], errors="coerce").to_numpy(dtype=float)
+    halves = pd.to_numeric(g["jaccard_halves_prev"], errors="coerce").to_numpy(dtype=float)
+    pairs = pd.DataFrame({"to_step": g["step"].to_numpy()[1:], "halves": halves[1:], "floor": (floor[1:] + floor[:-1]) / 2})
+    return pairs[np.isfinite(pairs["halves"]) & np.isfinite(pairs["floor"])]
+
+
+def noise_sentence(g: pd.DataFrame) -> str | None:
+    """What the half-prompt Jaccard of consecutive checkpoints shows against the split-half floor (None: n/a)."""
+    pairs = noise_pairs(g)
+    if not len(pairs):
+        return None
+    below = pairs[pairs["halves"] < pairs["floor"]]
+    text = (f"edge Jaccard of consecutive checkpoints' circuits, each from a disjoint half of the prompts "
+            f"({count(int(g['n_prompts'].iloc[-1]) // 2)} each), was {span(pairs['halves'])} against a split-half "
+            f"noise floor of {span(pairs['floor'])} (two halves at the same checkpoint): below the floor at "
+            f"{len(below)} of {len(pairs)} checkpoint pairs")  # fmt: skip
+    if not len(below):
+        return text + ", i.e. no change beyond what resampling the prompts would explain"
+    if len(below) == len(pairs):
+        return text + ", i.e. at every pair the circuit changed more than resampling the prompts would explain"
+    steps = ", ".join(step_label(s) for s in below["to_step"])
+    return (text + f" (the pair{'s' * (len(below) > 1)} ending at step{'s' * (len(below) > 1)} {steps}), where the "
+            f"circuit changed more than resampling the prompts would explain, and no more than that at the other "
+            f"{len(pairs) - len(below)}")
 
 
 @styled
@@ -53,9 +111,9 @@ def evolution_figure(run: RunData) -> Any:
         a1.plot(steps, g["jaccard_edges_prev"], "-o", color=c, markersize=3, label=rel)
         a1.plot(steps, g["jaccard_edges_final"], "--", color=c, linewidth=1)
         a1.plot(steps, g["jaccard_edges_base"], ":", color=c, linewidth=1)
-        floor = finite(g["noise_floor_jaccard"])
-        if len(floor):
-            a1.axhline(float(np.median(floor)), color=c, linewidth=0.8, alpha=0.5, linestyle=(0, (1, 3)))
+        if "jaccard_halves_prev" in g:
+            a1.plot(steps, g["jaccard_halves_prev"], "-.", color=c, linewidth=1)
+            a1.plot(steps, g["noise_floor_jaccard"], "-", color=c, linewidth=0.6, alpha=0.5)
         a2.plot(steps, g["entropy"], "-o", color=c, markersize=3, label=rel)
         cp = change_point(run, rel, "entropy")
         if is_num(cp.get("step")):
@@ -64,10 +122,14 @@ def evolution_figure(run: RunData) -> Any:
                 a2.axvspan(float(cp["ci_low"]), float(cp["ci_high"]), color=c, alpha=0.08)
         a3.plot(steps, g["faithfulness"], "-o", color=c, markersize=3, label=rel)
         a3.plot(steps, g["faithfulness_random"], ":", color=c, linewidth=1)
-    a1.set_title("edge Jaccard: — previous, -- final, ·· base")
+        if "faithfulness_random_sd" in g:
+            mean, sd = (pd.to_numeric(g[k], errors="coerce").to_numpy(dtype=float) for k in ("faithfulness_random",
+                                                                                              "faithfulness_random_sd"))
+            a3.fill_between(steps, mean - sd, mean + sd, color=c, alpha=0.1, linewidth=0)
+    a1.set_title("edge Jaccard: — previous, -- final, ·· base;\nhalf prompts: -· previous, thin: noise floor")
     a1.set_ylim(-0.03, 1.03)
     a2.set_title("edge-score entropy (dashed: change point, band: CI)")
-    a3.set_title("faithfulness: — circuit, ·· random circuit")
+    a3.set_title("faithfulness: — circuit,\n·· random connected circuits, band ± SD")
     for ax in (a1, a2, a3):
         step_axis(ax, sorted(set(m["step"])))
         ax.set_xlabel("step")
@@ -94,12 +156,13 @@ def evolution_caption(run: RunData) -> str:
     m = run.circuits.metrics
     parts = []
     for rel, g in m.groupby("relation", sort=False):
-        jp, floor = finite(g["jaccard_edges_prev"]), finite(g["noise_floor_jaccard"])
-        jac = (f"Jaccard with previous {num(jp.min(), 2)}–{num(jp.max(), 2)}" if len(jp) else "Jaccard undefined")
-        jac += f" (noise floor {num(float(np.median(floor)), 2)})" if len(floor) else ""
+        jp, pairs = finite(g["jaccard_edges_prev"]), noise_pairs(g)
+        jac = f"Jaccard with previous {span(jp)}" if len(jp) else "Jaccard undefined"
+        if len(pairs):
+            jac += f" (half-prompt circuits {span(pairs['halves'])} vs noise floor {span(pairs['floor'])})"
         last = g.iloc[-1]
-        parts.append(f"{rel}: {jac}, entropy change point {change_point_text(change_point(run, rel, 'entropy'))}, "
-                     f"final faithfulness {num(last['faithfulness'], 2)} vs random {num(last['faithfulness_random'], 2)}")
+        parts.append(f"{rel}: {jac}, {change_point_phrase(change_point(run, rel, 'entropy'), 'entropy')}, "
+                     f"final faithfulness {num(last['faithfulness'], 2)} vs random {random_text(last)}")
     return "; ".join(parts) + "."
 
 
@@ -171,31 +234,45 @@ def logit_lens_caption(lens: pd.DataFrame) -> str:
 def metrics_table(run: RunData) -> Any:
     m = run.circuits.metrics
     final = m[m["step"] == m["step"].max()]
-    rows, notes = [], {}
+    rows, notes, usage = [], {}, []
     for _, r in final.iterrows():
         rel = r["relation"]
         flag = r.get("faithfulness_flag")
-        rows.append([rel, f"{num(r['n_prompts'])}" + (f" ({num(r.get('n_unpaired'))} unpaired)" if is_num(r.get("n_unpaired"))
-                                                    and r.get("n_unpaired") else ""),
-                     f"{num(r['n_edges'])} / {num(r.get('n_edges_total'))}", num(r.get("n_nodes")),
-                     num(r["faithfulness"], 2) + (" (small gap)" if flag is True or flag == 1 else ""),
-                     num(r["faithfulness_random"], 2),
+        rows.append([rel, prompts_cell(r, usage), f"{num(r['n_edges'])} / {num(r.get('n_edges_total'))}",
+                     num(r.get("n_nodes")), num(r["faithfulness"], 2) + (" (small gap)" if flag is True or flag == 1 else ""),
+                     random_text(r),
                      f"{num(r.get('hit10_circuit'), 2)} / {num(r.get('hit10_full'), 2)} / {num(r.get('hit10_random'), 2)}",
                      f"{num(r.get('mrr_circuit'), 2)} / {num(r.get('mrr_full'), 2)} / {num(r.get('mrr_random'), 2)}",
                      "; ".join(change_cell(run, rel, series, notes) for series in ("entropy", "jaccard_edges_prev"))])
-    head = ["relation", "prompts", "edges kept / all", "nodes", "faithfulness", "random", "hit@10 circuit / full / random",
-            "MRR circuit / full / random", "change point: entropy; Jaccard with previous"]
-    out = table(head, rows, caption=f"At the final checkpoint (step {step_label(m['step'].max())})")
-    return Markup(out + bullets([f"{k}: {v}" for k, v in notes.items()], class_="notes")) if notes else out
+    head = ["relation", "prompt pairs used", "edges kept / all", "nodes", "faithfulness",
+            "random (mean ± SD)", "hit@10 circuit / full / random", "MRR circuit / full / random",
+            "change point: entropy; Jaccard with previous"]  # fmt: skip
+    out = table(head, rows, caption=f"At the final checkpoint (step {step_label(m['step'].max())}); random: connected "
+                                    "circuits of the circuit's size after pruning")  # fmt: skip
+    items = usage + [f"{k}: {v}" for k, v in notes.items()]
+    return Markup(out + bullets(items, class_="notes")) if items else out
+
+
+def prompts_cell(r: Any, usage: list[str]) -> str:
+    """'11 of 32' (used of configured; the reason goes to `usage`, a note under the table), or the count
+    and '(3 unpaired)' for outputs without the configured number."""
+    if is_num(r.get("n_prompts_configured")):
+        if isinstance(r.get("prompt_usage"), str) and (r["n_prompts"] < r["n_prompts_configured"] or r.get("n_unpaired")):
+            usage.append(r["prompt_usage"])
+        return f"{num(r['n_prompts'])} of {num(r['n_prompts_configured'])}"
+    unpaired = r.get("n_unpaired")
+    return f"{num(r['n_prompts'])}" + (f" ({num(unpaired)} unpaired)" if is_num(unpaired) and unpaired else "")
 
 
 def change_cell(run: RunData, relation: str, series: str, notes: dict[str, str]) -> str:
-    """'step 3 [3–6]', or '—' with the reason kept for a note under the table."""
+    """'step 3 [3–6] (p = …)', 'none (p = …)', or 'not tested' / '—' with the reason in a note under the table."""
     cp = change_point(run, relation, series)
     if is_num(cp.get("step")):
         return change_point_text(cp)
+    if cp.get("status") == "none" and is_num(cp.get("p_value")):
+        return f"none ({p_value(cp['p_value'])})"
     notes[f"{relation}, change point of {series.replace('_', ' ')}"] = cp.get("reason") or "not computed"
-    return "—"
+    return "not tested" if cp.get("status") == "not tested" else "—"
 
 
 def dynamics_table(dyn: pd.DataFrame) -> Any:
@@ -255,18 +332,19 @@ def circuit_findings(run: RunData) -> list[str]:
     out = []
     for rel, g in run.circuits.metrics.groupby("relation", sort=False):
         cp = change_point(run, rel, "entropy")
-        jp, floor = finite(g["jaccard_edges_prev"]), finite(g["noise_floor_jaccard"])
-        sentence = f"Circuit of '{rel}': entropy change point {change_point_text(cp)}"
-        if len(jp) and len(floor):
-            below = int((jp < np.median(floor)).sum())
-            sentence += (f"; edge Jaccard with the previous checkpoint fell below the split-half noise floor "
-                         f"({num(float(np.median(floor)), 2)}) at {below} of {len(jp)} checkpoints, i.e. changed more "
-                         f"than resampling the prompts would explain")  # fmt: skip
         last = g.iloc[-1]
+        used = (f" ({num(last['n_prompts'])} of the configured {num(last['n_prompts_configured'])} prompt pairs)"
+                if is_num(last.get("n_prompts_configured")) else "")  # fmt: skip
+        sentence = f"Circuit of '{rel}'{used}: " + change_point_phrase(cp, "entropy")
+        noise = noise_sentence(g)
+        sentence += f"; {noise}" if noise else ""
         if is_num(last["faithfulness"]):
+            baseline = (f"random connected circuits of equal size {random_text(last)} (mean ± SD over "
+                        f"{count(last.get('random_draws'))} draws)" if "faithfulness_random_sd" in last else
+                        f"a random set of as many edges {num(last['faithfulness_random'], 2)} (an older output: rerun "
+                        f"`kdyn circuits` for connected random circuits)")  # fmt: skip
             sentence += (f"; at step {step_label(last['step'])} the circuit ({num(last['n_edges'])} edges) keeps "
-                         f"{num(last['faithfulness'], 2)} of the clean−corrupted logit difference, a random circuit of "
-                         f"equal size {num(last['faithfulness_random'], 2)}")  # fmt: skip
+                         f"{num(last['faithfulness'], 2)} of the clean−corrupted logit difference, {baseline}")  # fmt: skip
         else:
             sentence += f"; faithfulness at step {step_label(last['step'])} is undefined ({nan_reason(g.tail(1))})"
         out.append(sentence + ".")

@@ -16,6 +16,8 @@ from kdyn.analysis.results import KNOWN_WRONG_AT_BASE
 from kdyn.report.data import RunData
 from kdyn.report.figures import PALETTE, Canvas, new_figure, styled
 from kdyn.report.html import Section, details, table, tag
+from kdyn.report.power import CAPTION as POWER_CAPTION
+from kdyn.report.power import detectable, run_power
 from kdyn.report.text import ci_of, group_label, is_num, num, p_value, plural, with_ci
 
 ALPHA = 0.05
@@ -81,7 +83,7 @@ def spread_caption(comp: Comparison, name: str, what: str) -> str:
         return f"{what}: the runs do not differ in any group."
     gap, kind, ptype, lo, hi = best
     return (f"{what}: the largest spread between runs is in {group_label(kind, ptype)}, {lo['run']} "
-            f"{ci_of(lo, name)} vs {hi['run']} {ci_of(hi, name)} (95% bootstrap CIs over items).")  # fmt: skip
+            f"{ci_of(lo, name)} vs {hi['run']} {ci_of(hi, name)} (95% Wilson intervals over items).")  # fmt: skip
 
 
 def stacked_ci(row: Any, name: str) -> Any:
@@ -91,9 +93,10 @@ def stacked_ci(row: Any, name: str) -> Any:
     return tag("span", value, tag("br"), tag("span", interval, class_="ci")) if interval else text
 
 
-def headline_table(comp: Comparison) -> Any:
-    """One row per run: final accuracy of what was taught (new facts, skills) and forgetting of known facts."""
-    runs = comp.runs
+def headline_table(comp: Comparison, power: dict[str, dict[tuple[str, str], float]] | None = None) -> Any:
+    """One row per run: final accuracy of what was taught (new facts, skills) and forgetting of known facts, each
+    with the smallest change the run's sizes detect against another run (`power`: run label → report.power)."""
+    runs, power = comp.runs, power or {}
     keys = [k for k in groups_of(runs) if k[0] in HEADLINE_KINDS]
     cols = [(k, "forgetting" if k[0] == "known" else "acc_final") for k in keys]
     rows = []
@@ -101,12 +104,19 @@ def headline_table(comp: Comparison) -> Any:
         by = part.set_index(["kind", "probe_type"])
         first = part.iloc[0]
         rows.append([label, num(first["model"]), num(first["strategy"]), num(first["seed"]), num(first["step"])] +
-                    [stacked_ci(by.loc[k], m) if k in by.index else "—" for k, m in cols])  # fmt: skip
+                    [with_power(stacked_ci(by.loc[k], m), power.get(label, {}), k) if k in by.index else "—"
+                     for k, m in cols])  # fmt: skip
     head = ["run", "model", "strategy", "seed", "step"] + [
         f"{group_label(*k)} {'F' if m == 'forgetting' else 'A'}" for k, m in cols]
     return table(head, rows, numeric_from=3, caption="Headline per run at its final step: A = accuracy of new facts "
                                                      "and skills, F = forgetting of known facts (base → final), "
-                                                     "95% bootstrap CIs over items")  # fmt: skip
+                                                     f"95% Wilson intervals over items. {POWER_CAPTION}")  # fmt: skip
+
+
+def with_power(cell: Any, power: dict[tuple[str, str], float], key: tuple[str, str]) -> Any:
+    """The headline cell with its detectable change on a last small line (nothing when the run was not sized)."""
+    text = detectable(power, *key)
+    return cell if text == "—" else tag("span", cell, tag("br"), tag("span", text, class_="ci"))
 
 
 def comparison_section(runs: list[RunData], canvas: Canvas) -> tuple[Section, Comparison]:
@@ -122,13 +132,13 @@ def comparison_section(runs: list[RunData], canvas: Canvas) -> tuple[Section, Co
                                                                         ("backward_transfer", "^", "acquisition BT")]),
                           spread_caption(comp, "forgetting", "Forgetting base→final"),
                           "Small multiples of forgetting and acquisition per run and group"))  # fmt: skip
-    sec.add(headline_table(comp))
+    sec.add(headline_table(comp, {r.label: run_power(r) for r in runs}))
     rows = [[r["run"], group_label(r["kind"], r["probe_type"]), int(r["n"]), num(r["step"]), num(r["acc_base"], 2),
              ci_of(r, "acc_final"), ci_of(r, "forgetting"), ci_of(r, "backward_transfer"),
              ci_of(r, "consolidation_rate")] for _, r in comp.runs.iterrows()]  # fmt: skip
     sec.add(details(f"every run and group ({len(rows)} rows: accuracy, F, BT, consolidation with CIs)",
                     table(["run", "group", "n", "step", "A(base)", "A(final)", "F", "BT", "consolidation"], rows,
-                          numeric_from=2, caption="Base → final, 95% bootstrap CIs over items")))  # fmt: skip
+                          numeric_from=2, caption="Base → final, 95% Wilson intervals over items")))  # fmt: skip
     seeds = comp.seeds[comp.seeds["n_seeds"] > 1]
     if len(seeds):
         srows = [[f"{r['model']} / {num(r['strategy'])}", group_label(r["kind"], r["probe_type"]), int(r["n_seeds"]),

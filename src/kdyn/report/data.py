@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
@@ -105,6 +106,28 @@ def _jsonl_frame(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     return frame[list(columns)]
 
 
+class UnreadableAnalysis(KdynError):
+    def __init__(self, path: Path, run: Path):
+        super().__init__(f"{path} cannot be read (corrupt or truncated); `kdyn analyze {run}` writes it again")
+        self.path = path
+
+
+def read_analysis(run: Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """RUN/analysis/'s tables and summary; UnreadableAnalysis naming the first file that cannot be read."""
+    tables = {}
+    for t in TABLES:
+        path = run / "analysis" / f"{t}.parquet"
+        try:
+            tables[t] = pd.read_parquet(path)
+        except (OSError, pa.ArrowException):
+            raise UnreadableAnalysis(path, run) from None
+    try:
+        summary = _json(run / "analysis" / "summary.json")
+    except KdynError:
+        raise UnreadableAnalysis(run / "analysis" / "summary.json", run) from None
+    return tables, summary
+
+
 def load_run_data(run_dir: str | Path, label: str | None = None) -> RunData:
     """Read one run for the report, running the analysis first when its outputs are missing or stale."""
     run = Path(run_dir)
@@ -112,14 +135,18 @@ def load_run_data(run_dir: str | Path, label: str | None = None) -> RunData:
         raise KdynError(f"run directory not found: {run}")
     if not (run / "probes.parquet").is_file():
         raise KdynError(f"{run / 'probes.parquet'} not found; a report needs a trained run (kdyn train or kdyn run)")
+    from kdyn.analysis import analyze
+
     notes = []
     if not analysis_is_current(run):
-        from kdyn.analysis import analyze
-
         analyze(run)
         notes.append("the analysis (RUN/analysis/) was missing or older than probes.parquet and was recomputed")
-    tables = {t: pd.read_parquet(run / "analysis" / f"{t}.parquet") for t in TABLES}
-    summary = _json(run / "analysis" / "summary.json")
+    try:
+        tables, summary = read_analysis(run)
+    except UnreadableAnalysis as e:  # derived from the run alone, like a stale analysis: rewrite it, say so
+        analyze(run)
+        notes.append(f"{e.path} could not be read (corrupt or truncated) and the analysis was recomputed")
+        tables, summary = read_analysis(run)
     long = read_columns(run / "probes.parquet", ("step", "probe_id", "correct"), ("greedy", "choice"))
     correct = long.pivot(index="probe_id", columns="step", values="correct").astype(bool)
     probes = _jsonl_frame(run / "bench" / "probes.jsonl", ("probe_id", "fact_id", "kind", "probe_type", "prompt",

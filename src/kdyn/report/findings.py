@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from kdyn.analysis.results import KNOWN_WRONG_AT_BASE
+from kdyn.report.acquisition import all_items_phrase, n_followed
 from kdyn.report.data import RunData
 from kdyn.report.knowledge import base_final, checkpoint_loss
 from kdyn.report.text import (LEARNED_KINDS, arrow, ci_of, group_label, is_num, learning_rows, learning_words, num,
@@ -64,16 +65,22 @@ def new_fact_findings(run: RunData) -> list[str]:
                 gap_said = True
         out.append(sentence)
     cons = run.tables["consolidation"]
-    learned = learning_rows(cons)
-    n_acq, n_cons = int(learned["n_ever_acquired"].sum()), int(learned["n_consolidated"].sum())
+    learned = learning_rows(cons).assign(n_followed=lambda d: n_followed(d))
+    n_acq, n_fol = int(learned["n_ever_acquired"].sum()), int(learned["n_followed"].sum())
+    n_cons = int(learned["n_consolidated"].sum())
     what = learning_words(learned)
-    if n_acq:
-        top = learned[learned["n_ever_acquired"] > 0].sort_values("n_ever_acquired", ascending=False, kind="stable")
-        per = [f"{group_label(r['kind'], r['probe_type'])} {ci_of(r, 'consolidation_rate')} (n={int(r['n_ever_acquired'])})"
+    if n_fol:
+        top = learned[learned["n_followed"] > 0].sort_values("n_followed", ascending=False, kind="stable")
+        per = [f"{group_label(r['kind'], r['probe_type'])} {ci_of(r, 'consolidation_rate')} (n={int(r['n_followed'])})"
                for _, r in top.iterrows()]  # fmt: skip
-        out.append(f"{pct(n_cons / n_acq)} of the {what} probes ever answered right were "
-                   f"consolidated ({n_cons} of {n_acq}: right at every checkpoint from then on); by group "
+        last = (f"; the {n_acq - n_fol} first right at the last checkpoint are not counted, as nothing shows yet "
+                f"whether they stay" if n_acq > n_fol else "")  # fmt: skip
+        out.append(f"{pct(n_cons / n_fol)} of the {what} probes answered right before the last checkpoint were "
+                   f"consolidated ({n_cons} of {n_fol}: right at every checkpoint from then on{last}); by group "
                    f"{listing(per, 3)}.")  # fmt: skip
+    elif n_acq:
+        out.append(f"Every {what} probe ever answered right was first right at the last checkpoint, so the "
+                   f"consolidation rate is undefined (nothing shows yet whether they stay).")  # fmt: skip
     elif len(learned):
         out.append(f"No {what} probe was ever answered right, so the consolidation rate is undefined (0 of 0).")
     return out
@@ -108,6 +115,9 @@ def loss_findings(run: RunData) -> list[str]:
         if is_num(r.spearman):
             s = sign_of_ci(r._asdict(), "spearman")
             word = {1: "tracks it", -1: "moves against it", 0: "no clear relation"}[s]
+            why = getattr(r, "spearman_ci_reason", None)
+            if isinstance(why, str) and why:  # too few defined replicates: no interval, no verdict
+                word = why.replace("interval undefined: defined in only", "no interval: ρ is defined in only")
             rho.append(f"{group_label(r.kind, r.probe_type)} {with_ci(r.spearman, r.spearman_lo, r.spearman_hi)} ({word})")
     if rho:
         out.append(f"Spearman ρ between −{name} and accuracy over checkpoints: {', '.join(rho)}.")
@@ -141,7 +151,8 @@ def broken_findings(run: RunData) -> list[str]:
     known = bf[bf["kind"] == "known"]
     if len(known):
         detected = [r["probe_type"] for _, r in known.iterrows() if sign_of_ci(r, "forgetting") > 0]
-        bits = ", ".join(f"{r['probe_type']} F={ci_of(r, 'forgetting')} (n={int(r['n'])})" for _, r in known.iterrows())
+        bits = ", ".join(f"{r['probe_type']} F={ci_of(r, 'forgetting')} (n={int(r['n'])}{all_items_phrase(r)})"
+                         for _, r in known.iterrows())  # fmt: skip
         verdict = f"detectable forgetting in {', '.join(detected)}" if detected else "no detectable forgetting"
         out.append(f"Known facts the base model got right, forgotten by step {step_label(run.final_step)}: {bits} — "
                    f"{verdict}.")  # fmt: skip

@@ -17,7 +17,9 @@ from kdyn.report.data import RunData, finite
 from kdyn.report.figures import (TYPE_STYLES, Canvas, ci_line, group_key_labels, heatmap, kind_color, new_figure,
                                  step_axis, styled)  # fmt: skip
 from kdyn.report.html import Section, bullets, table
-from kdyn.report.text import arrow, ci_of, count, group_label, is_num, num, plural, step_label
+from kdyn.report.power import CAPTION as POWER_CAPTION
+from kdyn.report.power import detectable, run_power
+from kdyn.report.text import arrow, ci_of, count, group_label, interval_words, is_num, num, plural, step_label
 
 PANEL_KINDS_SKIP = (KNOWN_WRONG_AT_BASE,)
 PANEL_TITLES = {"known": "known facts (right at the base)", "skill": "skills"}
@@ -32,9 +34,12 @@ def base_final(run: RunData) -> pd.DataFrame:
 
 
 def checkpoint_loss(run: RunData) -> tuple[pd.Series, str]:
-    """The per-checkpoint loss the analysis used (train loss, else mean fact NLL) and its name."""
+    """The per-checkpoint loss the analysis used (the training-set loss measured at each checkpoint, else the
+    train log's, else mean fact NLL) and its name."""
     c = run.tables["curves"]
     first = c.drop_duplicates("step").set_index("step")
+    if "eval_loss" in first and len(finite(first["eval_loss"])):  # older analyses lack the column
+        return first["eval_loss"], "training-set loss"
     if len(finite(first["train_loss"])):
         return first["train_loss"], "training loss"
     nll = c.groupby("step", sort=True)["fact_nll"].mean()
@@ -139,7 +144,7 @@ def loss_knowledge_caption(run: RunData) -> str:
 def loss_knowledge_section(run: RunData, canvas: Canvas) -> Section:
     sec = Section("loss-knowledge", "2. Loss vs knowledge",
                   "Does loss going down mean facts going in? Accuracy per kind and probe type at every checkpoint "
-                  "(lines, 95% bootstrap bands over items) against the training loss (grey, right axis).")
+                  f"(lines, 95% bands: {interval_words(run.summary)}) against the training loss (grey, right axis).")
     sec.add(canvas.figure("loss_vs_knowledge", loss_knowledge_figure(run), loss_knowledge_caption(run),
                           "Accuracy per kind and probe type over checkpoints, with the training loss on a twin axis"))
     lk = run.tables["loss_knowledge"]
@@ -149,6 +154,10 @@ def loss_knowledge_section(run: RunData, canvas: Canvas) -> Section:
     rows, reasons = [], {}
     for r in lk.itertuples():
         t = bf.loc[(r.kind, r.probe_type)]
+        at_final = final_auroc.loc[(r.kind, r.probe_type)]
+        if not is_num(at_final["auroc_nll"]) and isinstance(at_final["auroc_reason"], str):
+            reasons.setdefault(("the AUROC of fact NLL", at_final["auroc_reason"]), []).append(
+                group_label(r.kind, r.probe_type))  # fmt: skip
         fell = list(r.loss_fell_acc_fell_steps) if r.loss_fell_acc_fell_steps is not None else []
         rows.append([group_label(r.kind, r.probe_type), int(t["n"]), f"{num(t['acc_from'], 2)} → {ci_of(t, 'acc_to')}",
                      _with_reason(r, "spearman", reasons), f"{step_label(r.loss_optimal_step)} / "
@@ -159,9 +168,9 @@ def loss_knowledge_section(run: RunData, canvas: Canvas) -> Section:
     head = ["group", "n", "A: base → final", "ρ(−loss, A)", "step: lowest loss / best A",
             "A lost by stopping at lowest loss", "checkpoints where loss fell and A fell",
             f"AUROC of fact NLL at step {step_label(run.final_step)}"]  # fmt: skip
-    sec.add(table(head, rows, caption="Per group; [a–b] are 95% bootstrap intervals over items"))
+    sec.add(table(head, rows, caption=f"Per group; [a–b] are 95% intervals ({interval_words(run.summary)})"))
     if reasons:
-        sec.add(bullets([f"{what} is undefined for {', '.join(groups)}: {reason}"
+        sec.add(bullets([f"{what[0].upper()}{what[1:]} is undefined for {', '.join(groups)}: {reason}"
                          for (what, reason), groups in reasons.items()], class_="notes"))  # fmt: skip
     return sec
 
@@ -170,12 +179,17 @@ def _with_reason(r: Any, name: str, reasons: dict[tuple[str, str], list[str]], l
                  hi: str | None = None) -> str:  # fmt: skip
     """`name` with its CI, or '—' with the analysis' reason collected (grouped by reason) for a note."""
     value = getattr(r, name)
+    what = {"spearman": "ρ(−loss, A)"}.get(name, name.replace("_", " "))
     if not is_num(value):
-        what = {"spearman": "ρ(−loss, A)"}.get(name, name.replace("_", " "))
         reason = r.reason if isinstance(r.reason, str) and r.reason else "not computable"
         reasons.setdefault((what, reason), []).append(group_label(r.kind, r.probe_type))
         return "—"
     row = {name: value, f"{name}_lo": getattr(r, lo or f"{name}_lo"), f"{name}_hi": getattr(r, hi or f"{name}_hi")}
+    ci_reason = getattr(r, f"{name}_ci_reason", None)  # a value whose bootstrap interval is undefined
+    if isinstance(ci_reason, str) and ci_reason:
+        reasons.setdefault((f"the interval of {what}", ci_reason.removeprefix("interval undefined: ")), []).append(
+            group_label(r.kind, r.probe_type))  # fmt: skip
+        return f"{num(value, 2)} (no interval)"
     return ci_of(row, name)
 
 
@@ -225,6 +239,23 @@ def _extreme(rows: pd.DataFrame, metric: str, base: bool) -> str:
     return f"{group_label(*keys[i])} {short}={ci_of(r, name)} {when} (n={int(r['n'])})"
 
 
+def all_items_cell(r: Any) -> str:
+    """'40 · 0.07 [0.02–0.14] / 0.03 [0.00–0.09]' for a known multiple-choice group, else '—'."""
+    if not is_num(r.get("n_all_items")):
+        return "—"
+    return (f"{int(r['n_all_items'])} · {ci_of(r, 'forgetting_adj_all_items')} / "
+            f"{ci_of(r, 'backward_transfer_adj_all_items')}")
+
+
+def adj_reasons(rows: pd.DataFrame) -> str:
+    """' Not chance-adjusted: <group>: <reason>.' for groups with some multiple-choice items left unadjusted, or ''."""
+    if "adj_reason" not in rows:
+        return ""
+    mixed = rows[(rows["k_max"] >= 2) & rows["adj_reason"].notna()]
+    parts = [f"{group_label(r.kind, r.probe_type)}: {r.adj_reason}" for r in mixed.itertuples()]
+    return f" Not chance-adjusted: {'; '.join(parts)}." if parts else ""
+
+
 def transitions_section(run: RunData, canvas: Canvas) -> Section:
     tr = run.tables["transitions"]
     base_rows = tr[tr["from_step"] == run.base_step]
@@ -244,18 +275,24 @@ def transitions_section(run: RunData, canvas: Canvas) -> Section:
                f"acquisition: {_extreme(step_rows, 'backward_transfer', False)}.")  # fmt: skip
         sec.add(canvas.figure("transitions_step", transitions_figure(step_rows, False), cap,
                               "Heatmaps of forgetting and acquisition between consecutive checkpoints"))
-    rows = []
+    rows, power = [], run_power(run)
     for _, r in flips.iterrows():
         mcq = r["k_min"] >= 2
         k = "" if not mcq else (f" (k={r['k_min']})" if r["k_min"] == r["k_max"] else f" (k={r['k_min']}–{r['k_max']})")
         rows.append([group_label(r["kind"], r["probe_type"]) + k, int(r["n"]), f"{int(r['n_1to0'])} / {int(r['n_0to1'])}",
                      f"{num(r['acc_from'], 2)} → {ci_of(r, 'acc_to')}", ci_of(r, "forgetting"), ci_of(r, "backward_transfer"),
                      ci_of(r, "forgetting_adj") if mcq else "—", ci_of(r, "backward_transfer_adj") if mcq else "—",
-                     ci_of(r, "relative_forgetting")])  # fmt: skip
-    head = ["group", "n", "probes 1→0 / 0→1", "A: base → final", "F", "BT", "F adj.", "BT adj.", "F / A(base)"]
+                     ci_of(r, "relative_forgetting"), all_items_cell(r),
+                     detectable(power, r["kind"], r["probe_type"])])  # fmt: skip
+    head = ["group", "n", "probes 1→0 / 0→1", "A: base → final", "F", "BT", "F adj.", "BT adj.", "F / A(base)",
+            "known MCQ, all items: n · F adj. / BT adj.", "detectable change"]  # fmt: skip
     sec.add(table(head, rows, caption=f"Base (step {step_label(run.base_step)}) → final (step "
-                                      f"{step_label(run.final_step)}), 95% bootstrap CIs over items; F / A(base) is — "
-                                      f"where nothing was right at the base"))  # fmt: skip
+                                      f"{step_label(run.final_step)}), 95% intervals ({interval_words(run.summary)}); "
+                                      f"F / A(base) is — where nothing was right at the base. A known group holds the "
+                                      f"probes right at the base, so its A(0) = 1 and F adj. = F; the column "
+                                      f"'known MCQ, all items' adjusts a known multiple-choice group over all its items, right and wrong at "
+                                      f"the base (Harmon et al.).{adj_reasons(flips)} {POWER_CAPTION}: of F for a "
+                                      f"known group, of A for the others."))  # fmt: skip
     fuar = run.tables["fuar"]
     fuar = fuar[fuar["step"] == run.final_step]
     if len(fuar):

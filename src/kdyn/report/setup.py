@@ -68,6 +68,7 @@ def counts_table(bench: dict[str, Any]) -> Markup:
 def setup_section(run: RunData) -> Section:
     m, cfg = run.manifest, run.config
     steps = run.steps
+    boot = run.summary.get("bootstrap", {})
     pairs = [
         ("run", str(run.path)),
         ("status", m.get("status", "— (no manifest.json)")),
@@ -80,8 +81,8 @@ def setup_section(run: RunData) -> Section:
         ("time taken", time_taken(m)),
         ("started / ended", f"{m.get('started', '—')} / {m.get('ended', '—')}"),
         ("kdyn / git", f"{m.get('kdyn_version', '—')} / {m.get('git_sha') or '—'}"),
-        ("bootstrap", f"{run.summary.get('bootstrap', {}).get('replicates', '—')} replicates over items, 95% "
-                      f"percentile intervals (every [a–b] in this report)"),  # fmt: skip
+        ("intervals", f"95% (every [a–b] in this report): {boot.get('method', 'percentile bootstrap over items')}; "
+                      f"{boot.get('replicates', '—')} bootstrap replicates"),  # fmt: skip
     ]
     sec = Section("setup", TITLE).add(tag("div", key_values(pairs), counts_table(run.bench_manifest), class_="cols"))
     if cfg:

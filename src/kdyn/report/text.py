@@ -14,7 +14,7 @@ from kdyn.analysis.render import num as _num
 from kdyn.analysis.results import ALL, KIND_ORDER, KNOWN_WRONG_AT_BASE
 
 __all__ = ["num", "with_ci", "ci_of", "is_num", "group_label", "pct", "arrow", "step_label", "count", "plural", "p_value",
-           "LEARNED_KINDS", "ordered_kinds", "learning_rows", "learning_words"]
+           "LEARNED_KINDS", "ordered_kinds", "learning_rows", "learning_words", "interval_words"]
 
 KIND_NAMES = {KNOWN_WRONG_AT_BASE: "known (wrong at base)", "skill": "skill"}
 TYPE_NAMES = {"qa": "QA", "mcq": "MCQ"}
@@ -59,6 +59,17 @@ def with_ci(value: Any, lo: Any, hi: Any, digits: int = 2) -> str:
 def ci_of(row: Any, name: str, digits: int = 2) -> str:
     """'0.59 [0.41–0.76]' from a row's `name`, `name_lo`, `name_hi`."""
     return with_ci(row[name], row[f"{name}_lo"], row[f"{name}_hi"], digits)
+
+
+def interval_words(summary: dict[str, Any]) -> str:
+    """How the run's [a–b] were made, short: 'Wilson for rates, bootstrap over entities otherwise'."""
+    boot = summary.get("bootstrap", {}) if isinstance(summary, dict) else {}
+    unit = boot.get("unit")
+    if unit is None:  # an analysis written before the unit was recorded: a percentile bootstrap over items
+        return "bootstrap over items"
+    over = "entities" if unit == "entity" else "items"
+    return (f"Wilson for rates{' (entity-clustered effective n)' if unit == 'entity' else ''}, "
+            f"bootstrap over {over} otherwise")
 
 
 def type_name(probe_type: str) -> str:

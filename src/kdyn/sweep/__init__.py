@@ -12,8 +12,21 @@ kdyn/configs/suites/*.yaml.
 
 from __future__ import annotations
 
-from kdyn.sweep.runner import SweepResult, plan, scheduler_commands, sweep
-from kdyn.sweep.suite import Point, Suite, SuiteConfig, builtin_suites, load_suite
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Point", "Suite", "SuiteConfig", "SweepResult", "builtin_suites", "load_suite", "plan", "scheduler_commands",
-           "sweep"]
+if TYPE_CHECKING:
+    from kdyn.sweep.runner import SweepResult, plan, scheduler_commands, sweep
+    from kdyn.sweep.suite import Point, Suite, SuiteConfig, builtin_suites, load_suite
+
+# names are imported on first use: `kdyn --help` imports kdyn.sweep.commands, and suite.py pulls in torch
+_EXPORTS = {"SweepResult": "runner", "plan": "runner", "scheduler_commands": "runner", "sweep": "runner",
+            "Point": "suite", "Suite": "suite", "SuiteConfig": "suite", "builtin_suites": "suite",
+            "load_suite": "suite"}  # fmt: skip
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'kdyn.sweep' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"kdyn.sweep.{_EXPORTS[name]}"), name)

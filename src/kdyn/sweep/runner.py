@@ -31,6 +31,7 @@ import yaml
 
 from kdyn.io import write_json
 from kdyn.sweep.suite import Point, Suite, load_suite, select
+from kdyn.train.config import KEPT_ONLY
 
 Status = Literal["done", "resume", "new", "stale"]
 Echo = Callable[[str], None] | None
@@ -85,6 +86,8 @@ def config_difference(saved: Any, wanted: Any, path: str = "") -> str | None:
             return None
         for key in saved:
             dotted = f"{path}.{key}" if path else str(key)
+            if dotted in KEPT_ONLY:  # what a run keeps afterwards, not what it computed
+                continue
             if key not in wanted:
                 return f"{dotted} (no longer an option)"
             found = config_difference(saved[key], wanted[key], dotted)
@@ -113,8 +116,10 @@ def point_status(point: Point, run_dir: Path, check_config: bool = True) -> tupl
     status = manifest.get("status", "no manifest") if isinstance(manifest, dict) else "unreadable manifest"
     if status == "complete" and (run_dir / "analysis" / "summary.json").is_file():
         return "done", ""
+    if status == "complete":  # `kdyn run --resume` skips the training (its state/ may be gone: train.keep_state)
+        return "resume", "trained, not analysed"
     if (run_dir / "state" / "trainer.json").is_file():
-        return "resume", f"training {status}" if status != "complete" else "trained, not analysed"
+        return "resume", f"training {status}"
     return "new", ""
 
 

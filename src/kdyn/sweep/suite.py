@@ -18,9 +18,9 @@ A suite is YAML; the built-in ones live in kdyn/configs/suites/ and start with t
 
 A grid point is named by its labels and seed (`lora-s1`) and runs as `kdyn run BASE --out DIR/<name>` with
 --set values in this order (a later value wins): the suite's overrides, `train.strategy=<labels>` (so
-`kdyn compare` groups seeds of one point), each choice's overrides, the seed keys, then (--smoke) the
-smoke overrides, then `kdyn sweep --set` values. Every point's config is resolved when the suite loads, so a
-typo fails before any run.
+`kdyn compare` groups seeds of one point), each choice's overrides, the seed keys, `train.keep_state=true` (with
+`keep_state: true`), then (--smoke) the smoke overrides, then `kdyn sweep --set` values. Every point's config
+is resolved when the suite loads, so a typo fails before any run.
 """
 
 from __future__ import annotations
@@ -170,6 +170,7 @@ def expand(cfg: SuiteConfig, smoke: bool, extra: list[str]) -> list[tuple[str, t
             overrides = [*cfg.overrides, f"train.strategy={yaml_string('-'.join(labels))}"]
             overrides += [o for c in choices for o in c.overrides]
             overrides += [f"{key}={seed}" for key in cfg.seed_keys]
+            overrides += ["train.keep_state=true"] if cfg.keep_state else []  # else each run deletes its own
             overrides += (cfg.smoke.overrides if smoke else []) + extra
             out.append(("-".join(labels) + f"-s{seed}", labels, seed, tuple(overrides)))
     return out
@@ -180,6 +181,9 @@ def load_suite(name_or_path: str | Path, smoke: bool = False, overrides: list[st
     `overrides` (`kdyn sweep --set`) apply to every run, after everything else (e.g. another model)."""
     data, label = read_config_source(name_or_path, SUITES_DIR, what="suite")
     cfg = from_dict(SuiteConfig, data, "", label)
+    if smoke and not (cfg.smoke.seeds or cfg.smoke.overrides):
+        raise KdynError(f"{label} has no smoke: section, so --smoke would run the full grid; add one "
+                        "(smoke: {seeds: [0], overrides: [train.epochs=1]}) or leave out --smoke")  # fmt: skip
     try:
         check_overrides(list(overrides or []), "--set")
     except ValueError as e:

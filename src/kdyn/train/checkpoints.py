@@ -1,7 +1,7 @@
 """The run directory's resumable state: result parts, model checkpoints, and the latest resume point.
 
 Layout (DESIGN.md "Run directory", plus two private folders):
-    parts/{probes,fact_loss,train_log}/step-NNNNNN.parquet   results of each probe point
+    parts/{probes,fact_loss,eval_loss,train_log}/step-NNNNNN.parquet   results of each probe point
     checkpoints/step-NNNNNN/     safetensors (LoRA: the adapter only), tokenizer, kdyn_config.yaml
     state/                       optimizer, scheduler, RNG and trainer.json: only the latest point
 Order at a probe point: parts, checkpoint, then state (the commit). On resume everything after the
@@ -11,6 +11,7 @@ committed step is dropped, and the top-level parquet files are rebuilt from the 
 from __future__ import annotations
 
 import contextlib
+import pickle
 import random
 import shutil
 from collections.abc import Iterator
@@ -22,12 +23,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from kdyn.errors import KdynError
-from kdyn.io import atomic_dir, read_json, write_json, write_parquet
+from kdyn.io import atomic_dir, read_json, recover_atomic, write_json, write_parquet
 
-KINDS = ("probes", "fact_loss", "train_log")
+KINDS = ("probes", "fact_loss", "eval_loss", "train_log")
 
 
 def step_name(step: int) -> str:
@@ -49,7 +51,7 @@ class RunStore:
         write_parquet(self.root / "parts" / kind / f"{step_name(step)}.parquet", table)
 
     def rebuild(self, schemas: dict[str, pa.Schema]) -> None:
-        """Top-level probes / fact_loss / train_log .parquet = the concatenated parts, written atomically."""
+        """Top-level probes / fact_loss / eval_loss / train_log .parquet = the concatenated parts, written atomically."""
         for kind in KINDS:
             tables = [pq.read_table(p) for p in self.part_paths(kind)]
             table = pa.concat_tables([t.cast(schemas[kind]) for t in tables]) if tables else schemas[kind].empty_table()
@@ -91,9 +93,38 @@ class RunStore:
         path = self.root / "state" / name
         if not path.is_file():
             raise KdynError(f"{path} is missing; the run's state is incomplete and cannot be resumed")
-        if name.endswith(".safetensors"):
-            return load_file(str(path))
-        return torch.load(path, weights_only=True)
+        try:
+            if name.endswith(".safetensors"):
+                return load_file(str(path))
+            return torch.load(path, weights_only=True)  # tensors and plain data only: never runs pickled code
+        except pickle.UnpicklingError:
+            why = "it holds Python objects other than tensors, which kdyn does not run"
+            raise self.not_resume_state(name, why) from None
+        except (SafetensorError, RuntimeError, EOFError, KeyError, ValueError):
+            raise self.not_resume_state(name, "it is corrupt or truncated") from None
+
+    def not_resume_state(self, name: str, why: str) -> KdynError:
+        return KdynError(f"{self.root / 'state' / name} is not resume state kdyn wrote ({why}); this run cannot be "
+                         f"resumed: start over with another --out, or delete {self.root} and train again")  # fmt: skip
+
+    def drop_state(self) -> bool:
+        """Delete state/ (a complete run never resumes; train.keep_state keeps it); True when there was one."""
+        if not (self.root / "state").is_dir():
+            return False
+        shutil.rmtree(self.root / "state")
+        return True
+
+    def recover(self) -> list[str]:
+        """Tidy what a kill in the middle of a write left behind (temporaries of atomic writes; a state/ or
+        checkpoint that a kill between atomic_dir's two renames left as `.NAME.old` is put back, so the last
+        committed point resumes). Only under the run's writer lock; a folder without config.yaml is not a run."""
+        if not (self.root / "config.yaml").is_file():
+            return []
+        done = recover_atomic(self.root)
+        done += recover_atomic(self.root / "checkpoints", "step-*")
+        for kind in KINDS:
+            done += recover_atomic(self.root / "parts" / kind, "step-*.parquet")
+        return done
 
     def rollback(self, step: int) -> None:
         """Drop every part and checkpoint after `step` (they were written after the last commit)."""

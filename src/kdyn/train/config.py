@@ -11,6 +11,12 @@ Every block has defaults that switch it off, so a config names only what it uses
       sam: {rho: 0.05}                      # sharpness-aware minimisation around the optimizer
       augment: {formats: [prose, json], paraphrases: 3}   # sets bench.formats / bench.templates_per_fact
       adaptive: {enabled: true}             # drop documents of entities learned at the last probe
+      keep_state: false                     # true keeps RUN/state/ once the run is complete (see below)
+
+RUN/state/ is the resume point (optimizer moments, trainable weights, RNG): about 3x the trainable weights'
+size in fp32 with AdamW, and needed only to continue a run that stopped. A completed run deletes it unless
+`keep_state: true` (to train it further by hand); its checkpoints stay. `keep_state` changes only what is kept,
+so `--resume` may change it and a sweep's runs do not go stale over it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from kdyn.bench.config import FORMATS
 from kdyn.device import Precision
 
 TrackerName = Literal["tensorboard", "mlflow", "wandb"]
+# settings of what a run keeps, not of what it computes: ignored when configs are compared (--resume, sweeps)
+KEPT_ONLY = ("train.keep_state",)
 
 
 @dataclass
@@ -172,6 +180,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     log_every: int = 1
     bench_dir: str = ""  # use this built benchmark instead of building `bench:` into RUN/bench
+    keep_state: bool = False  # keep RUN/state/ (the resume point, GBs for real models) once the run is complete
     report_to: list[TrackerName] = field(default_factory=list)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -2,7 +2,8 @@
 end and optionally every N steps; each probe point writes result parts, a checkpoint and the resume state.
 
     loop = Loop(cfg, run_dir, bench, accelerator, store, reporter)   (kdyn.train.run.train builds these)
-    loop.fit(resume_state)
+    loop.restore(resume_state)                                       (on --resume)
+    loop.fit(reporter, resumed=True)
 
 Per optimizer step: forward/backward over `grad_accum` micro-batches (DDP gradient sync on the last),
 + KL terms, SAM's second pass if on, gradient clipping, optimizer and schedule step.
@@ -17,7 +18,6 @@ from typing import Any
 
 import pyarrow as pa
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 
 from kdyn.bench.schema import Benchmark
@@ -28,7 +28,8 @@ from kdyn.probe.results import SCHEMA as PROBE_SCHEMA
 from kdyn.train.checkpoints import RunStore, set_rng_state
 from kdyn.train.data import Batch, TokDoc, epoch_order, make_batches, shard, text_docs, tokenize_documents
 from kdyn.train.flops import matmul_peak, model_flops_per_token
-from kdyn.train.probing import FACT_LOSS_SCHEMA, fact_loss, probe_tables, score_sharded
+from kdyn.train.loss import next_token_loss
+from kdyn.train.probing import EVAL_LOSS_SCHEMA, FACT_LOSS_SCHEMA, eval_batches, eval_pass, probe_tables, score_sharded
 from kdyn.train.progress import Reporter, log_line
 from kdyn.train.session import load_trainable, make_optimizer, make_scheduler
 from kdyn.train.strategies.adaptive import learned_entities
@@ -37,7 +38,8 @@ from kdyn.train.strategies.replay import epoch_sample, replay_pool
 from kdyn.train.strategies.sam import SAM
 from kdyn.train.trainlog import TRAIN_LOG_SCHEMA
 
-SCHEMAS = {"probes": PROBE_SCHEMA, "fact_loss": FACT_LOSS_SCHEMA, "train_log": TRAIN_LOG_SCHEMA}
+SCHEMAS = {"probes": PROBE_SCHEMA, "fact_loss": FACT_LOSS_SCHEMA, "eval_loss": EVAL_LOSS_SCHEMA,
+           "train_log": TRAIN_LOG_SCHEMA}  # fmt: skip
 
 
 class Loop:
@@ -56,8 +58,8 @@ class Loop:
             accelerator.wait_for_everyone()
             texts = texts or replay_pool(store.root / "replay.jsonl", self.tc.replay, self.lm.model, self.tok, self.tc.seed)
             self.replay = text_docs(texts, self.tok, "replay")
-        chosen = {"all": self.docs, "first_copy": [d for d in self.docs if d.copy_index == 0], "none": []}
-        self.fact_batches = make_batches(chosen[self.tc.probing.fact_loss], self.tc.seq_len, self.tc.batch_size, self.pad_id)
+        # one pass over every training document per probe point: training-set loss + per-fact NLL
+        self.eval_batches = eval_batches(self.docs, self.tc.probing.fact_loss, self.tc.seq_len, self.tc.batch_size, self.pad_id)
         # packing differs by epoch (order), so count each epoch's steps (adaptive exposure: an upper bound)
         self.total_steps = sum(len(self.groups(e, set())) for e in range(self.tc.epochs))
         self.kl = KLReferences(self.tc.kl, self.lm.model, self.tc.lora.enabled)
@@ -97,8 +99,10 @@ class Loop:
             sync = contextlib.nullcontext() if i == len(group) - 1 else self.acc.no_sync(self.model)
             with sync:
                 ids, mask, labels = b.input_ids.to(dev), b.attention_mask.to(dev), b.labels.to(dev)
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
-                lm_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+                # no attention mask: rows are padded at the end only (data.collate) and attention is causal, so
+                # no real token sees a pad; without one SDPA runs its causal kernel (pads are out of loss and KL)
+                logits = self.model(input_ids=ids).logits
+                lm_loss = next_token_loss(logits, labels)
                 loss = lm_loss + self.kl.loss(logits, ids, mask) if self.kl.active else lm_loss
                 self.acc.backward(loss / len(group))
             total += lm_loss.detach().item() / len(group)
@@ -134,15 +138,16 @@ class Loop:
         rows = score_sharded(model, self.tok, self.bench.probes, self.cfg.probe, self.rank, self.world,
                              progress=rep.advance_probing if rep is not None else None)  # fmt: skip
         with self.acc.autocast():
-            nll = fact_loss(model, self.fact_batches, self.rank, self.world) if self.fact_batches else {}
+            ev = eval_pass(model, self.eval_batches, self.rank, self.world)
         if self.step == 0:
             self.base_correct = {r["probe_id"]: bool(r["correct"]) for r in rows}
         if self.tc.adaptive.enabled:
             self.learned_last = learned_entities(rows, self.facts, self.tc.adaptive)
         if self.acc.is_main_process:
-            probes, facts = probe_tables(rows, nll, self.step, round(epoch_float, 6), self.base_correct)
+            probes, facts, loss = probe_tables(rows, ev, self.step, round(epoch_float, 6), self.base_correct)
             self.store.write_part("probes", self.step, probes)
             self.store.write_part("fact_loss", self.step, facts)
+            self.store.write_part("eval_loss", self.step, loss)
             self.store.write_part("train_log", self.step, pa.Table.from_pylist(self.log_rows, schema=TRAIN_LOG_SCHEMA))
             if self.wants_checkpoint(epoch_float):
                 self.store.save_checkpoint(model, self.tok, self.step, to_dict(self.cfg), self.tc.checkpoints.keep_last)
@@ -159,7 +164,7 @@ class Loop:
             acc = {k: sum(bool(r["correct"]) for r in rows if r["kind"] == k) / max(1, sum(r["kind"] == k for r in rows))
                    for k in ("new", "related", "updated", "known")}  # fmt: skip
             rep.print(f"probe step {self.step} (epoch {epoch_float:.2f}) | " + " | ".join(f"{k} {v:.3f}" for k, v in acc.items())
-                      + f" | {time.time() - t0:.0f} s")  # fmt: skip
+                      + f" | train-set loss {ev.loss:.4f} ({ev.seconds:.1f} s) | {time.time() - t0:.0f} s")  # fmt: skip
 
     def wants_checkpoint(self, epoch_float: float) -> bool:
         ck = self.tc.checkpoints
@@ -189,21 +194,27 @@ class Loop:
         weights = self.store.load_tensor_file("trainable.safetensors")
         missing = set(weights) - {n for n, _ in model.named_parameters()}
         if missing:
-            raise RuntimeError(f"state/trainable.safetensors has weights the model lacks: {sorted(missing)[:3]}")
+            why = f"it has weights the model lacks: {sorted(missing)[:3]}"
+            raise self.store.not_resume_state("trainable.safetensors", why)
         model.load_state_dict(weights, strict=False)
         if self.kl.previous is not None:
             self.kl.load_previous(self.store.load_tensor_file("previous_epoch.safetensors"))
-        self.optimizer.load_state_dict(self.store.load_tensor_file("optimizer.pt"))
-        self.scheduler.load_state_dict(self.store.load_tensor_file("scheduler.pt"))
-        set_rng_state(self.store.load_tensor_file("rng.pt"))
+        loaders = {"optimizer.pt": self.optimizer.load_state_dict, "scheduler.pt": self.scheduler.load_state_dict,
+                   "rng.pt": set_rng_state}  # fmt: skip
+        for name, load in loaders.items():
+            data = self.store.load_tensor_file(name)
+            try:
+                load(data)
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError):
+                raise self.store.not_resume_state(name, "its contents do not fit this run") from None
         base = [r for r in self.store.read_parts("probes") if r["step"] == 0]
         self.base_correct = {r["probe_id"]: bool(r["correct"]) for r in base}
 
     # ---- the loop ---------------------------------------------------------------------------------
-    def fit(self, reporter: Reporter, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    def fit(self, reporter: Reporter, resumed: bool = False) -> dict[str, Any]:
+        """Train to the last epoch; `resumed`: `restore` has loaded a resume point (else probe the base model first)."""
         self.reporter = reporter if self.acc.is_main_process else None
-        if resume is not None:
-            self.restore(resume)
+        if resumed:
             reporter.print(f"resuming at step {self.step} (epoch {self.epoch}, group {self.next_group})")
         else:
             self.probe_point(0.0)

@@ -1,6 +1,6 @@
-"""What a run shows and reports: rich progress bars with ETA (epochs, steps, probing), one dense log line
-per logging step, and Accelerate's trackers (tensorboard / mlflow / wandb, offline unless configured).
-Only the main process shows or reports anything.
+"""What a run shows and reports: rich progress bars with ETA (epochs, steps, probing; plain lines every 30 s
+when the output is piped, kdyn.progress), one dense log line per logging step, and Accelerate's trackers
+(tensorboard / mlflow / wandb, offline unless configured). Only the main process shows or reports anything.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from kdyn.progress import LineProgress
 
 
 def offline_tracker_defaults(run_dir: Path) -> None:
@@ -42,9 +44,9 @@ class Reporter:
 
     def __init__(self, enabled: bool, total_steps: int, epochs: int, console: Console | None = None):
         self.enabled = enabled
-        self.progress = Progress(TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console or Console(),
-                                 disable=not enabled)  # fmt: skip
+        self.progress = LineProgress(TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TimeRemainingColumn(), console=console or Console(),
+                                     disable=not enabled)  # fmt: skip
         self.epochs = self.progress.add_task("epochs", total=epochs)
         self.steps = self.progress.add_task("steps", total=total_steps)
         self.probing = self.progress.add_task("probing", total=1, visible=False)
@@ -58,7 +60,7 @@ class Reporter:
 
     def print(self, text: str) -> None:
         if self.enabled:
-            self.progress.console.print(text, markup=False, highlight=False)
+            self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)  # one line in a log file
 
     def start_probing(self, total: int, label: str) -> None:
         self.progress.reset(self.probing, total=total, visible=self.enabled, description=label)

@@ -47,6 +47,9 @@ def make_accelerator(cfg: TrainConfig, project_dir: str, report_to: list[str]) -
     precision = resolve_precision(cfg.precision, device)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # deterministic mode also NaN-fills every new tensor (a debugging aid, not part of determinism): that
+        # fill was a quarter of a CPU training step
+        torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
         if device == "cpu" and cfg.threads == 0:
             torch.set_num_threads(torch.get_num_threads())  # pin the count (same reduction order on resume)
     if cfg.threads:
@@ -88,6 +91,9 @@ class Parts:
 
 
 def load_trainable(model_name: str, cfg: TrainConfig, device: torch.device) -> LoadedModel:
+    if cfg.deterministic and device.type == "cuda":
+        # deterministic cuBLAS needs a fixed workspace, else PyTorch raises at the first matmul (set before any)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     set_seed(cfg.seed, deterministic=cfg.deterministic and device.type == "cuda")
     lm = load_model(model_name, dtype=torch.float32, device=device)
     lm.model.config.use_cache = False
