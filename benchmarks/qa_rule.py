@@ -3,8 +3,9 @@ hand-labelled real answers, beside the rule it replaced (first sentence contains
 
     .venv/bin/python benchmarks/qa_rule.py [--labels tests/data/qa_labels.jsonl] [--show-errors]
 
-The labels (tests/data/qa_labels.jsonl) are greedy answers of SmolLM2-135M-Instruct and Gemma-3-270M, base and
-trained on the quickstart benchmark, each read and labelled right or wrong by hand. Rows with "set": "held_out"
+The labels (tests/data/qa_labels.jsonl; each probe's rivals in tests/data/qa_rivals.json) are greedy answers of
+SmolLM2-135M-Instruct and Gemma-3-270M, base and trained on the quickstart benchmark, each read and labelled
+right or wrong by hand. Rows with "set": "held_out"
 were labelled after the rule's last change and are also scored on their own. Goal: precision >= 0.98 at
 recall >= 0.95 ("right" is the positive class). Prints the figures as JSON and saves them to
 benchmarks/results/qa_rule.json. tests/test_qa_correct.py holds the new rule to the goal with `evaluate`.
@@ -24,6 +25,7 @@ from kdyn.probe.metrics import qa_correct
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT / "tests" / "data" / "qa_labels.jsonl"
+RIVALS = ROOT / "tests" / "data" / "qa_rivals.json"  # probe_id -> the rivals the scorer passed (scorer.rival_values)
 GOAL = {"precision": 0.98, "recall": 0.95}
 
 # ---- the rule before qa_correct, kept verbatim to measure against -----------------------------------------
@@ -59,11 +61,14 @@ RULES: dict[str, Callable[[dict], bool]] = {
 }
 
 
-def load_labels(path: Path = LABELS) -> list[dict]:
+def load_labels(path: Path = LABELS, rivals: Path = RIVALS) -> list[dict]:
+    """The labelled answers, each with the `rivals` its probe had (from the file beside them)."""
+    by_probe = json.loads(rivals.read_text(encoding="utf-8"))["rivals"] if rivals.is_file() else {}
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     for i, r in enumerate(rows, 1):
         if r.get("label") not in ("right", "wrong"):
             raise ValueError(f"{path}, line {i}: label must be 'right' or 'wrong'")
+        r.setdefault("rivals", by_probe.get(r["probe_id"], []))
     return rows
 
 

@@ -151,6 +151,8 @@ def test_labelled_set_meets_the_goal():
     assert {r["model"] for r in rows} >= {"smollm2-135m-instruct", "gemma3-270m"}
     res = qa_rule.evaluate(rows, qa_rule.new_rule)
     assert res["precision"] >= qa_rule.GOAL["precision"] and res["recall"] >= qa_rule.GOAL["recall"], res["errors"]
+    old = qa_rule.evaluate(rows, qa_rule.RULES["old: first sentence names it"])
+    assert old["precision"] < qa_rule.GOAL["precision"]  # the set tells the two rules apart
 
 
 def test_scorer_scores_chat_probes_with_qa_correct(tiny_lm):

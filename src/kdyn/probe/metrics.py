@@ -10,6 +10,7 @@ and ROUGE-1 recall are stored beside it. Arithmetic: the first number in the out
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -143,22 +144,33 @@ def _words(text: str) -> tuple[list[str], list[int]]:
     return [w for w, _, _ in words], ends
 
 
-def _name(text: str) -> tuple[list[str], bool]:
-    """A name's words and whether it is matched case-sensitively (short codes: "US", "Fe", "He", "UK")."""
-    words, _ = _words(text)
+@functools.lru_cache(maxsize=1 << 16)  # targets, aliases and rivals recur across probes and checkpoints
+def _name(text: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+    """A name's words as matched, its folded words, and whether it is matched case-sensitively (short codes
+    such as "US", "Fe", "He" keep their case; other names are folded)."""
+    words = _words(text)[0]
     exact = sum(map(len, words)) <= 3 and any(c.isupper() for c in text)
-    return (words if exact else [w.casefold() for w in words]), exact
+    folded = tuple(w.casefold() for w in words)
+    return (tuple(words) if exact else folded), folded, exact
 
 
-def _occurrences(words: list[str], folded: list[str], name: tuple[list[str], bool]) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=1 << 14)
+def _question(text: str) -> tuple[str, ...]:
+    return tuple(_words(text)[0])
+
+
+def _occurrences(words: list[str], folded: list[str], name: tuple[tuple[str, ...], tuple[str, ...], bool]) -> list[tuple[int, int]]:
     """Where the name's words occur; a plural of the last word counts ("Kenyan shillings")."""
-    seq, exact = name
+    seq, _, exact = name
     hay, n = (words if exact else folded), len(seq)
+    if not n or (seq[0] not in hay and (n > 1 or seq[0] + "s" not in hay)):  # a quick look first
+        return []
     return [(i, i + n) for i in range(len(hay) - n + 1)
-            if n and hay[i : i + n - 1] == seq[:-1] and hay[i + n - 1] in (seq[-1], seq[-1] + "s")]  # fmt: skip
+            if tuple(hay[i : i + n - 1]) == seq[:-1] and hay[i + n - 1] in (seq[-1], seq[-1] + "s")]  # fmt: skip
 
 
-def _inside(seq: list[str], hay: list[str]) -> bool:
+def _inside(seq: Sequence[str], hay: Sequence[str]) -> bool:
+    seq, hay = tuple(seq), tuple(hay)
     return any(hay[i : i + len(seq)] == seq for i in range(len(hay) - len(seq) + 1))
 
 
@@ -182,20 +194,23 @@ def qa_correct(answer: str, target: str, aliases: list[str], question: str, *, r
     """
     words, ends = _words(answer)
     folded = [w.casefold() for w in words]
-    q_words = [w.casefold() for w in _words(question)[0]]
-    names = [_name(target)] + [n for n in map(_name, aliases) if n[0] and not _inside([w.casefold() for w in n[0]], q_words)]
+    q_raw = _question(question)
+    q_words = [w.casefold() for w in q_raw]
+    names = [_name(target)] + [n for n in map(_name, aliases) if n[0] and not _inside(n[1], q_words)]
     occ = sorted({o for n in names for o in _occurrences(words, folded, n)})
     # the first sentence: up to the first end not inside a name ("H. G. Wells" when initials are the target)
     cut = next((e for e in ends if e > 0 and not any(a < e < b for a, b in occ)), len(words))
     words, folded, occ = words[:cut], folded[:cut], [(a, b) for a, b in occ if b <= cut]
-    own = {tuple(w.casefold() for w in n[0]) for n in names}
-    rival_names = [r for r in map(_name, rivals) if r[0] and tuple(w.casefold() for w in r[0]) not in own
-                   and not _inside([w.casefold() for w in r[0]], q_words)]  # fmt: skip
-    rival_occ = [o for r in rival_names for o in _occurrences(words, folded, r)]
+    own = {n[1] for n in names}
+    rival_occ: list[tuple[int, int]] = []
+    for r in map(_name, rivals):
+        found = _occurrences(words, folded, r) if r[1] not in own else []
+        if found and not _inside(r[1], q_words):  # a rival in the question is the question's, not a claim
+            rival_occ += found
     occ = [o for o in occ if not _within(o, rival_occ, strict=True)]  # "New Zealand dollar" is not "dollar"
     if any(not _within(r, occ, strict=False) and not _negated(folded, r[0]) for r in rival_occ):
         return False
-    if _about_another_subject(words, folded, occ, _words(question)[0]):
+    if _about_another_subject(words, folded, occ, q_raw):
         return False
     return any(_is_the_answer(o, occ, folded, q_words) for o in occ)
 
@@ -205,7 +220,7 @@ def _main_copula(folded: list[str]) -> int:
     return next((i for i, w in enumerate(folded) if w in _COPULAS and (i == 0 or folded[i - 1] not in _RELATIVE)), 0)
 
 
-def _about_another_subject(words: list[str], folded: list[str], occ: list[tuple[int, int]], question: list[str]) -> bool:
+def _about_another_subject(words: list[str], folded: list[str], occ: list[tuple[int, int]], question: Sequence[str]) -> bool:
     """Before its copula the sentence names an entity the question does not, and the question's own subject (its
     capitalised words) is nowhere in it: "The official language of Russia is Slovene." asked about Indonesia."""
     subject = {w.casefold() for w in question if w[:1].isupper() and w.casefold() not in _NOT_NAMES}
