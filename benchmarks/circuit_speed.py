@@ -1,13 +1,16 @@
-"""Speed and memory of knowledge circuits on SmolLM2-135M-Instruct: 32 prompts, one checkpoint (targets: ≤ 60 s, ≤ 4 GB).
+"""Speed and memory of knowledge circuits on SmolLM2-135M-Instruct: 32 prompts, one checkpoint (targets: ≤ 20 s, ≤ 4 GB).
 
     .venv/bin/python benchmarks/circuit_speed.py [--prompts 32] [--steps 5] [--method eap-ig] [--kv-readers query]
                                                  [--batch-size 8] [--threads 2]
 
 Builds a quickstart-style benchmark with enough people for 32 paired cloze prompts of one relation, loads
-the base model and times, in one process: EAP-IG attribution (the target), the evaluation kdyn circuits
-does at every checkpoint (circuit, random circuit, faithfulness curve) and the logit lens. Peak memory
-is the process's maximum resident set size (model, tokenizer and Python included). Prints the figures as
-JSON and saves them to benchmarks/results/circuit_speed.json.
+the base model and times, in one process: EAP-IG attribution (the target: DESIGN.md's ≤ 20 s), the
+evaluation kdyn circuits does at every checkpoint (circuit, random connected circuits, faithfulness curve)
+and the logit lens; their sum is the per-checkpoint cost. Wall seconds and the process's CPU seconds (on a
+loaded machine the CPU seconds of a 1-thread run are the steadier figure). Everything runs in fp32: bf16
+moved the edge ranking (Spearman 0.991 with a bf16 model, 0.996 with bf16 autocast, against ≥ 0.999
+wanted). Peak memory is the process's maximum resident set size (model, tokenizer and Python included).
+Prints the figures as JSON and saves them to benchmarks/results/circuit_speed.json.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from kdyn.experiment import load_bench_config
 from kdyn.io import dumps_json, write_json
 from kdyn.models import load_model
 
-TARGET_SECONDS, TARGET_GB = 60.0, 4.0
+TARGET_SECONDS, TARGET_GB = 20.0, 4.0
 MODEL = "smollm2-135m-instruct"
 
 
@@ -64,19 +67,19 @@ def main() -> None:
     bs = batches(prompts.pairs, cfg.batch_size, lm.tokenizer.pad_token_id)
     hooked = HookedLM(lm.model, cfg.kv_readers)
     rss_loaded = peak_gb()
-    seconds = {}
+    seconds, cpu = {}, {}
     with hooked.attached():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         results = [attribute(hooked, b, cfg.method, cfg.ig_steps) for b in bs]
         scores = torch.cat([r.scores for r in results]).mean(0).numpy()
-        seconds["attribution"] = time.perf_counter() - t0
+        seconds["attribution"], cpu["attribution"] = time.perf_counter() - t0, time.process_time() - c0
         rss_attribution = peak_gb()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         _, metrics, curve = evaluate(Evaluator(hooked, bs, results, cfg.min_metric_gap), scores, cfg, args.relation)
-        seconds["evaluation"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        seconds["evaluation"], cpu["evaluation"] = time.perf_counter() - t0, time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
         logit_lens(hooked, bs, results)
-        seconds["logit_lens"] = time.perf_counter() - t0
+        seconds["logit_lens"], cpu["logit_lens"] = time.perf_counter() - t0, time.process_time() - c0
     s = hooked.shape
     tokens = sum(int(b.clean.numel()) for b in bs)
     compared = sum(len(b) * (b.clean.shape[1] - b.p0) for b in bs)
@@ -89,8 +92,10 @@ def main() -> None:
         "relation": args.relation, "prompts": len(prompts.pairs), "tokens_per_run": tokens,
         "positions_compared": compared, "edges": hooked.graph.n_edges, "layers": s.n_layers, "heads": s.n_heads,
         "kv_heads": s.n_kv_heads, "threads": torch.get_num_threads(), "batch_size": cfg.batch_size,
+        "random_draws": cfg.random_draws, "precision": "float32",
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "seconds_per_checkpoint": round(sum(seconds.values()), 2),
+        "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()}, "cpu_seconds_per_checkpoint": round(sum(cpu.values()), 2),
         "peak_rss_gb": round(peak_gb(), 3), "rss_after_model_load_gb": round(rss_loaded, 3),
         "peak_rss_after_attribution_gb": round(rss_attribution, 3),
         "gflop_estimate": {"model_passes": round(model_gflop, 1), "edge_scores": round(score_gflop, 1)},

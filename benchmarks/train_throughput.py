@@ -4,8 +4,12 @@ alternated in one process; model-FLOPs utilisation against the matmul peaks meas
     python benchmarks/train_throughput.py                       # smollm2-135m-instruct, quickstart documents
     python benchmarks/train_throughput.py --model tiny-random-llama --config tiny --steps 4
     python benchmarks/train_throughput.py --run runs/quickstart # also: probing share of that run's wall time
+    python benchmarks/train_throughput.py --precision float32 --threads 1   # fp32; one thread on a busy machine
 
-Prints and writes JSON (default benchmarks/results/train_throughput.json).
+Prints and writes JSON (default benchmarks/results/train_throughput.json). Each round times kdyn's steps, then
+the Trainer's, then the fp32 and bf16 matmul peaks, so ratio and MFU compare figures taken under the same load
+(on a shared machine trust those, not tok/s). Step CPU seconds are recorded too: with one thread they are the
+work done, whatever the load.
 """
 
 from __future__ import annotations
@@ -34,11 +38,14 @@ class Timer(TrainerCallback):
     def __init__(self) -> None:
         self.times: list[float] = []
 
+        self.cpu: list[float] = []
+
     def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001, ANN003
-        self.t0 = time.perf_counter()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
 
     def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN003
         self.times.append(time.perf_counter() - self.t0)
+        self.cpu.append(time.process_time() - self.c0)
 
 
 class Rows(torch.utils.data.Dataset):
@@ -69,9 +76,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per round and trainer")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--run", default=None, help="a finished run directory: report its probing share")
+    ap.add_argument("--precision", default="auto", choices=["auto", "bfloat16", "float32"], help="train.precision of both")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--trainer-optim", default=None, help="TrainingArguments.optim (default: the Trainer's default)")
     ap.add_argument("--out", default="benchmarks/results/train_throughput.json")
     args = ap.parse_args()
-    overrides = [f"model={args.model}"] if args.model else []
+    overrides = ([f"model={args.model}"] if args.model else []) + [f"train.precision={args.precision}", f"train.threads={args.threads}"]
     cfg = load_experiment(args.config, overrides + ["train.checkpoints.save=false"])
     tmp = Path(tempfile.mkdtemp())
     build_bench(cfg.bench, tmp / "bench")
@@ -81,7 +91,8 @@ def main() -> None:
     batch_tokens = [sum(b.tokens for b in g) for g in groups]
     bf16 = acc.mixed_precision == "bf16"
 
-    # the Trainer: same packed rows (same order), batch, precision, optimizer (AdamW, same lr), no probing
+    # the Trainer: same packed rows (same order), batch, precision, optimizer (AdamW, same lr), no probing;
+    # its default AdamW is the fused one (torch >= 2.8), as kdyn's
     from kdyn.train.session import load_trainable
 
     hf_model = load_trainable(cfg.model, cfg.train, torch.device("cpu")).model
@@ -90,34 +101,43 @@ def main() -> None:
     targs = TrainingArguments(output_dir=str(tmp / "hf"), per_device_train_batch_size=cfg.train.batch_size,
                               gradient_accumulation_steps=cfg.train.grad_accum, learning_rate=cfg.train.optimizer.lr,
                               max_steps=args.steps, bf16=bf16, use_cpu=True, report_to=[], save_strategy="no",
-                              logging_strategy="no", dataloader_drop_last=True, optim="adamw_torch")  # fmt: skip
+                              logging_strategy="no", dataloader_drop_last=True,
+                              **({"optim": args.trainer_optim} if args.trainer_optim else {}))  # fmt: skip
 
-    kdyn_times, hf_times = [], []
+    kdyn_times, hf_times, kdyn_cpu, hf_cpu = [], [], [], []
+    round_peaks: dict[str, list[float]] = {"bfloat16": [], "float32": []}
     for _ in range(args.rounds):
         make_accelerator(cfg.train, str(tmp), [])  # TrainingArguments / Trainer reset Accelerate's shared state
         for i in range(args.steps):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             loop.train_step(groups[i % len(groups)])
             kdyn_times.append(time.perf_counter() - t0)
-        timer.times = []
+            kdyn_cpu.append(time.process_time() - c0)
+        timer.times, timer.cpu = [], []
         Trainer(model=hf_model, args=targs, train_dataset=rows, data_collator=pad_collate, callbacks=[timer]).train()
         hf_times += timer.times
+        hf_cpu += timer.cpu
+        for dtype in (torch.bfloat16, torch.float32):  # uncached: this round's load
+            round_peaks[str(dtype).removeprefix("torch.")].append(matmul_peak.__wrapped__(dtype))
     tokens = statistics.median(batch_tokens[: args.steps])
     kdyn_tok_s = tokens / statistics.median(kdyn_times)
     hf_tok_s = tokens / statistics.median(hf_times)
     fpt = model_flops_per_token(loop.lm.model, cfg.train.seq_len)
-    peaks = {"bfloat16": matmul_peak(torch.bfloat16), "float32": matmul_peak(torch.float32)}
+    peaks = {k: statistics.median(v) for k, v in round_peaks.items()}
     result = {
         "model": cfg.model, "precision": "bfloat16" if bf16 else "float32", "batch": [cfg.train.batch_size, cfg.train.seq_len],
-        "threads": torch.get_num_threads(), "tokens_per_step": tokens,
+        "threads": torch.get_num_threads(), "tokens_per_step": tokens, "trainer_optim": str(targs.optim),
         "kdyn_tokens_per_s": round(kdyn_tok_s, 1), "trainer_tokens_per_s": round(hf_tok_s, 1),
         "ratio_vs_trainer": round(kdyn_tok_s / hf_tok_s, 3),
+        "ratio_vs_trainer_cpu_seconds": round(statistics.median(hf_cpu) / statistics.median(kdyn_cpu), 3),
         "flops_per_token": fpt, "peak_flops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
         "mfu_vs_bf16_peak_pct": round(100 * kdyn_tok_s * fpt / peaks["bfloat16"], 1),
         "mfu_vs_fp32_peak_pct": round(100 * kdyn_tok_s * fpt / peaks["float32"], 1),
         "trainer_mfu_vs_fp32_peak_pct": round(100 * hf_tok_s * fpt / peaks["float32"], 1),
         "load_average_1m": os.getloadavg()[0],
         "step_seconds": {"kdyn": kdyn_times, "trainer": hf_times},
+        "step_cpu_seconds": {"kdyn": kdyn_cpu, "trainer": hf_cpu},
+        "round_peak_gflops": {k: [round(x / 1e9, 1) for x in v] for k, v in round_peaks.items()},
     }  # fmt: skip
     if peaks["bfloat16"] < peaks["float32"]:
         result["mfu_vs_bf16_peak_pct"] = None  # an fp32 run measured against a slower bf16 peak is no utilisation

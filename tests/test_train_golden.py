@@ -58,6 +58,6 @@ def test_fp32_losses_equal_the_golden_run(tmp_path, name):
     assert [r["step"] for r in log] == list(range(1, len(GOLDEN[name]) + 1))
     losses = [r["loss"] for r in log]
     norms = [r["grad_norm"] for r in log]
-    # stored to 7 significant digits; float noise (another summation order, another CPU's kernels) is far below 1e-5
+    # stored to 7 significant digits; the speed work moved them by <= 2e-7 (float noise: summation order, fused kernels)
     assert losses == pytest.approx([x for x, _ in GOLDEN[name]], rel=1e-5, abs=0)
-    assert norms == pytest.approx([g for _, g in GOLDEN[name]], rel=1e-4, abs=0)
+    assert norms == pytest.approx([g for _, g in GOLDEN[name]], rel=1e-5, abs=0)

@@ -161,21 +161,6 @@ def norm_stats(kind: str, eps: float, x: torch.Tensor) -> tuple[torch.Tensor, to
     return x, torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
-def add_norm_vjp(kind: str, out: torch.Tensor, xn: torch.Tensor, s: torch.Tensor, a: torch.Tensor) -> None:
-    """out [n, B, P, d] += the norm's vector-Jacobian products at (xn, s) = norm_stats(x) with n cotangents
-    already times the gain *and s*: a [n, B, P, d] (s folded in before the product that made a, where it is
-    cheap). RMS: s·c − (s³/d)·x·(x·c) = a − (s²/d)·x·(x·a); LayerNorm: s·(c − mean c − x̂·(x̂·c)/d) =
-    a − mean a − x̂·(x̂·a)/d, for the cotangents c = a / s. `a` is used up (changed in place)."""
-    d = xn.shape[-1]
-    dot = torch.einsum("bpd,nbpd->nbp", xn, a).unsqueeze(-1)  # [n, B, P, 1]
-    if kind == "layer":
-        a.sub_(a.mean(-1, keepdim=True))
-        dot.div_(d)
-    else:
-        dot.mul_(s.pow(2).div_(d))
-    out.add_(a).addcmul_(xn, dot, value=-1.0)
-
-
 def rms_post_norm(norm: nn.Module, parts: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
     """Each part's share of an RMSNorm applied to the sum of the parts (exact: the norm is linear given its scale).
 

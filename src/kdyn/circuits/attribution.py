@@ -83,16 +83,18 @@ def attribute(hooked: HookedLM, batch: Batch, method: Method = "eap-ig", steps: 
     with torch.no_grad():
         e_clean, e_corrupt = hooked.embed(batch.clean), hooked.embed(batch.corrupt)  # [B, P, d]
     lens: list[torch.Tensor] = []
+    proj: dict[tuple[int, str], torch.Tensor] = {}  # the e-wide gradient sums of the q / k / v readers (hooks.py)
     pair = torch.stack([batch.target, batch.foil], dim=1)  # [B, 2]: the metric needs two rows of the unembedding
     for k in range(1, m + 1):
         clean = k == m  # α = 1 is the clean input itself (not corrupted + 1 · difference, an ulp away)
         embeds = (e_clean.clone() if clean else e_corrupt + (k / m) * (e_clean - e_corrupt)).requires_grad_(True)
-        st = RunState(p0=p0, last=batch.last, grads=grads, writes=clean_writes if clean else None,
+        st = RunState(p0=p0, last=batch.last, grads=grads, proj=proj, writes=clean_writes if clean else None,
                       lens=lens if clean else None)  # fmt: skip
         hidden = hooked.hidden(embeds, st)  # [B, d]
         two = hooked.unembed(hidden, pair)  # [B, 2]
         (two[:, 0] - two[:, 1]).sum().backward()
     with torch.no_grad():
+        hooked.finish_grads(grads, proj)
         clean_logits = hooked.unembed(hidden)
     clean_writes.neg_().add_(corrupt_writes)  # in place: corrupted − clean
     scores = edge_scores(hooked, clean_writes, grads) / m

@@ -10,12 +10,15 @@ One forward pass, three optional jobs, all switched by the RunState:
   it is its share of that norm's output. The input's write is the residual entering layer 0.
 - grads: ∂(summed metric)/∂(each reader's input), accumulated. q / k / v readers: the gradient at the
   projection's output, taken back through the head's weight slice and the attention norm's Jacobian at
-  the layer's residual input (closed form, adapters.add_norm_vjp), so the forward stays the model's own. MLP
+  the layer's residual input (closed form, _projection_grad), so the forward stays the model's own. MLP
   and logits readers: the gradient at a private copy of the norm's input.
 - patching (coef, diff): reader v's input becomes r + Σ_u coef[u, v] · (corrupted_u − current_u), the
   intervention of EAP-IG's evaluation. A layer's readers all see the same upstream writers, so their
   deltas are one matrix product at the layer's entry; heads whose inputs change get their own normed input
-  and projection.
+  and projection. A reader whose every upstream edge is patched (most readers, for a small circuit) reads the
+  corrupted stream r + total: the attention norm is given that input, so the model's own q / k / v are those
+  readers' values, and such an MLP's output is its corrupted write (the MLP itself runs on positions < p0
+  only). Differentiating in coef takes none of these shortcuts.
 
 Per-query-head k / v readers on a GQA model: the KV heads' projections are computed once and their outputs
 repeated per query head (the weights are never repeated); the attention module is told it has no KV
@@ -37,8 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdyn.circuits.adapters import (adapter_for, add_norm_vjp, get, head_weights, norm_gain, norm_stats, rms_post_norm,
-                                    shape_of)
+from kdyn.circuits.adapters import adapter_for, get, head_weights, norm_gain, norm_stats, rms_post_norm, shape_of
 from kdyn.circuits.graph import Block, KvReaders, build_graph
 
 
@@ -56,7 +58,14 @@ class RunState:
     written: int = 0
     resid: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → attention-norm input [B, P, d]
     saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # layer → its norm_stats from p0
-    pending: torch.Tensor | None = None  # [n + 1, B, P', d] this layer's q/k/v deltas and the MLP's upstream part
+    outputs: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # (layer, q/k/v) → output from p0
+    proj: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # += s·∂M/∂output [B, P', n*e]; share
+    # it, as grads, between the runs whose gradients add up, then call finish_grads once
+    full: torch.Tensor | None = None  # [V] bool: every upstream edge of the reader patched (coef 1), set per run
+    rows: torch.Tensor | None = None  # [n + 1] this layer's readers → their row of `pending`, -1 if fully patched
+    pending: torch.Tensor | None = None  # [m, B, P', d] deltas of the layer's partly patched q/k/v readers and MLP
+    moved: bool = False  # this layer's attention norm reads r + total (some of its readers are fully patched)
+    skip_mlp: int | None = None  # layer whose MLP is fully patched: its output is the corrupted one, not computed
 
 
 class HookedLM:
@@ -70,7 +79,9 @@ class HookedLM:
         self.attn_norms = [norm_gain(get(block, self.ad.attn_norm), self.ad.norm) for block in self.layers]
         self.device = next(model.parameters()).device  # buffers live here, in float32 whatever the model's dtype
         self.state: RunState | None = None
-        self.grad_weights: dict[tuple[int, str], torch.Tensor] = {}  # (layer, q/k/v) → weight slices × norm gain
+        self.grad_weights: dict[tuple[int, str], torch.Tensor] = {}  # (layer, q/k/v) → the back-projection [h, e, d]
+        self.shifts: dict[tuple[int, str], torch.Tensor | None] = {}  # (layer, q/k/v) → output offset [n*e]
+        self.valid = torch.from_numpy(self.graph.valid).to(self.device)  # [U, V] bool
         s = self.shape
         self.repeat_kv = kv_readers == "query" and s.n_kv_heads < s.n_heads
 
@@ -86,12 +97,14 @@ class HookedLM:
     def hidden(self, embeds: torch.Tensor, st: RunState) -> torch.Tensor:
         """[B, P, d] input embeddings → [B, d] final-normed hidden state at each prompt's last position."""
         self.state = st
+        if st.coef is not None and st.full is None:  # (differentiating in coef: no reader takes the shortcuts)
+            st.full = ((st.coef == 1) | ~self.valid).all(0) & (not st.coef.requires_grad)
         try:
             out = get(self.model, self.ad.base)(inputs_embeds=embeds, use_cache=False)
         finally:
             # Gradient hooks hold `st`; graph tensors held by `st` would close a cycle through the autograd
             # graph that Python's collector cannot see (and the buffers would leak): keep only detached ones.
-            self.state, st.pending = None, None
+            self.state, st.pending, st.rows = None, None, None
             st.resid.clear()
         if st.writes is not None or st.diff is not None:
             assert st.written == len(self.graph.writers), f"{st.written} of {len(self.graph.writers)} writers wrote"
@@ -161,10 +174,10 @@ class HookedLM:
             torch.sub(st.corrupt[first : first + n], w, out=st.diff[first : first + n])  # type: ignore[index]
             st.total += st.diff[first : first + n].sum(0)  # type: ignore[operator]
 
-    def _attn_input(self, layer: int, module: nn.Module, args: tuple[Any, ...]) -> None:
+    def _attn_input(self, layer: int, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         st = self.state
         if st is None:
-            return
+            return None
         r = args[0]  # [B, P, d] residual stream entering the layer
         st.resid[layer] = r
         if st.grads is not None:
@@ -173,9 +186,21 @@ class HookedLM:
             st.lens.append(r[torch.arange(r.shape[0]), st.last].detach())
         if layer == 0:
             self._write(st, 0, 1, lambda: r[:, st.p0 :].detach().unsqueeze(0))
-        if st.coef is not None:  # every reader of this layer sees the same upstream writers: one product for all
-            attn, mlp = self.graph.blocks[2 * layer], self.graph.blocks[2 * layer + 1]
-            st.pending = self._combine(st, 0, attn.upstream, slice(attn.readers.start, mlp.readers.stop))
+        if st.coef is None:
+            return None
+        # Every reader of the layer sees the same upstream writers: one product gives the partly patched ones
+        # their deltas. A fully patched reader reads the corrupted stream, r + total: the norm gets that input,
+        # so the model's own projections of it are those readers' values (no per-reader work for them).
+        attn, mlp = self.graph.blocks[2 * layer], self.graph.blocks[2 * layer + 1]
+        full = st.full[attn.readers.start : mlp.readers.stop]  # type: ignore[index]
+        some = torch.nonzero(~full).squeeze(1)  # [m] partly patched readers, relative to the layer's first
+        st.rows = torch.full(full.shape, -1, dtype=torch.long, device=full.device)
+        st.rows[some] = torch.arange(some.numel(), device=full.device)
+        st.pending = self._combine(st, 0, attn.upstream, some + attn.readers.start) if some.numel() else None
+        st.moved = bool(full[:-1].any())
+        if not st.moved:
+            return None
+        return (torch.cat([r[:, : st.p0], (r[:, st.p0 :] + st.total).to(r.dtype)], dim=1), *args[1:])
 
     def _heads_output(self, layer: int, module: nn.Module, args: tuple[Any, ...]) -> None:
         st = self.state
@@ -195,19 +220,27 @@ class HookedLM:
             parts = rms_post_norm(get(self.layers[layer], self.ad.attn_post_norm), parts, total)
         return parts
 
-    def _mlp_output(self, layer: int, module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
+    def _mlp_output(self, layer: int, module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor | None:
         st = self.state
-        if st is not None:
-            self._write(st, self.graph.mlp_writer(layer), 1, lambda: out[:, st.p0 :].detach().unsqueeze(0))
+        if st is None:
+            return None
+        u = self.graph.mlp_writer(layer)
+        if st.skip_mlp == layer:  # the MLP ran on positions < p0 only; from p0 on it writes what it wrote corrupted
+            st.skip_mlp = None
+            out = torch.cat([out, st.corrupt[u].to(out.dtype)], dim=1)  # type: ignore[index]
+            self._write(st, u, 1, lambda: out[:, st.p0 :].unsqueeze(0))
+            return out
+        self._write(st, u, 1, lambda: out[:, st.p0 :].detach().unsqueeze(0))
+        return None
 
     # ---- readers -----------------------------------------------------------------------------------------
 
-    def _combine(self, st: RunState, lo: int, hi: int, cols: slice) -> torch.Tensor | None:
+    def _combine(self, st: RunState, lo: int, hi: int, cols: slice | torch.Tensor) -> torch.Tensor | None:
         """Σ_{lo ≤ u < hi} coef[u, v] (corrupted_u − current_u) for readers v in cols: [n, B, P', d], or None when
         no edge is patched. One matrix product over the writers that matter: the patched ones or — when fewer,
         and from the running total — the kept ones (a small circuit keeps few edges per reader)."""
         assert st.coef is not None and st.diff is not None and st.total is not None
-        coef = st.coef[lo:hi, cols]  # [u, n]
+        coef = st.coef[lo:hi][:, cols]  # [u, n]
         flat = st.diff[lo:hi].reshape(hi - lo, -1)  # [u, B*P'*d], a view
         if coef.requires_grad:  # differentiating through the intervention: every term stays in the sum
             out = coef.T @ flat.clone()  # (diff keeps changing in place)
@@ -231,9 +264,15 @@ class HookedLM:
         if st.lens is not None and block.kind == "logits":
             st.lens.append(x[torch.arange(x.shape[0]), st.last].detach())
         if st.coef is not None:
-            if block.kind == "mlp":  # what the layer's entry computed, plus the layer's own heads
+            if st.full[block.readers.start]:  # type: ignore[index]  # every upstream edge patched: the corrupted stream
+                if block.kind == "mlp" and st.grads is None:
+                    st.skip_mlp = block.layer  # which makes the MLP's output the corrupted one (_mlp_output)
+                    return (x[:, : st.p0],)
+                delta = st.total[None]  # type: ignore[index]
+            elif block.kind == "mlp":  # what the layer's entry computed, plus the layer's own heads
                 heads = self.graph.head_writers(block.layer)
-                parts = [p for p in (st.pending[-1:] if st.pending is not None else None,
+                row = int(st.rows[-1]) if st.pending is not None else -1  # type: ignore[index]
+                parts = [p for p in (st.pending[row : row + 1] if row >= 0 else None,  # type: ignore[index]
                                      self._combine(st, heads.start, heads.stop, block.readers)) if p is not None]  # fmt: skip
                 delta = sum(parts[1:], parts[0]) if parts else None
             else:
@@ -275,12 +314,18 @@ class HookedLM:
         if self.repeat_kv and which != "q":
             y = self._repeat(y, which)
         readers = self.graph.attn_readers(layer, which)  # type: ignore[arg-type]
-        if st.pending is not None:
+        if st.rows is not None:  # patching: the partly patched readers get their own inputs (_attn_input)
             first = self.graph.blocks[2 * layer].readers.start
-            r = st.resid[layer][:, st.p0 :]
-            x = (r + st.pending[readers.start - first : readers.stop - first]).to(r.dtype)  # [n, B, P', d]
-            y = torch.cat([y[:, : st.p0], self._project(layer, which, x)], dim=1)
+            rows = st.rows[readers.start - first : readers.stop - first]  # [n]
+            some = torch.nonzero(rows >= 0).squeeze(1)
+            if some.numel() and (st.pending is not None or st.moved):
+                r = st.resid[layer][:, st.p0 :]
+                x = (r + _rows(st.pending, rows[some]) if st.pending is not None else r.expand(some.numel(), *r.shape)).to(r.dtype)
+                B, P, e = y.shape[0], y.shape[1] - st.p0, self.shape.head_dim
+                y = y.clone()
+                y.view(*y.shape[:2], -1, e)[:, st.p0 :, some] = self._project(layer, which, x, some, len(rows)).view(B, P, -1, e)
         if st.grads is not None:
+            st.outputs[(layer, which)] = y[:, st.p0 :].detach()
             y.register_hook(partial(self._projection_grad, st, layer, which, readers))
         return y
 
@@ -292,35 +337,78 @@ class HookedLM:
         """How many weight slices a projection has: query heads, or KV heads (shared by groups of readers)."""
         return self.shape.n_heads if which == "q" else self.shape.n_kv_heads
 
-    def _project(self, layer: int, which: str, x: torch.Tensor) -> torch.Tensor:
-        """Per-reader residual inputs x [n, B, P', d] → normed, projected by each reader's own head [B, P', n*e]."""
-        n, B, P, d = x.shape
+    def _project(self, layer: int, which: str, x: torch.Tensor, readers: torch.Tensor, n: int) -> torch.Tensor:
+        """Per-reader residual inputs x [m, B, P', d] of the given readers (of the projection's n) → normed,
+        projected by each reader's own head [B, P', m*e] (k / v readers of one KV head share its slice)."""
+        m, B, P, d = x.shape
         x = get(self.layers[layer], self.ad.attn_norm).forward(x)
         w, b = self._wb(layer, which)  # [h, e, d], [h, e]: h = n, or the KV heads that groups of readers share
-        h = self._heads_of(which)
-        y = torch.bmm(x.reshape(h, -1, d), w.transpose(1, 2))  # [h, (n/h)*B*P', e]
+        heads = readers // (n // self._heads_of(which))  # [m] each reader's slice
+        y = torch.bmm(x.reshape(m, B * P, d), w[heads].transpose(1, 2))  # [m, B*P', e]
         if b is not None:
-            y = y + b[:, None, :]
-        return y.reshape(n, B * P, -1).transpose(0, 1).reshape(B, P, -1)
+            y = y + b[heads][:, None, :]
+        return y.transpose(0, 1).reshape(B, P, -1)
+
+    # ---- q / k / v input gradients ---------------------------------------------------------------------
+    # A reader with weight slice W [e, d] reads n(x), the attention norm of the layer's input x (RMS: γ⊙x·s, s
+    # the inverse RMS; LayerNorm: γ⊙x̂ + β, x̂ = (x − mean x)·s), and outputs y = W n(x) + b. For the gradient g
+    # at y, the gradient at x is J(x)ᵀ(γ⊙Wᵀg):
+    #     RMS:       s·γ⊙Wᵀg − x·(s²/d)·g·(y − b)              (x·(γ⊙Wᵀg) = g·W(γ⊙x) = g·(y − b)/s)
+    #     LayerNorm: s·C(γ⊙Wᵀg) − x̂·(s/d)·g·(y − b − Wβ)       (C removes the mean over d)
+    # The first term is linear in s·g: it is summed over runs in the e-wide space (st.proj) and taken back
+    # through the weights once (finish_grads), not once per IG step; the second term is added per run.
 
     def _projection_grad(self, st: RunState, layer: int, which: str, readers: slice, grad: torch.Tensor) -> None:
-        """Gradient at a projection's output [B, P, n*e] → each reader's input gradient, through the head's
-        weight slice and the attention norm's Jacobian at this run's residual input. The norm's scale s and
-        gain go in where they are cheap: s into the gradient (e wide), the gain into the weights (once)."""
-        xn, s = st.saved[layer]
-        g = grad[:, st.p0 :] * s  # [B, P', n*e]
-        B, P = g.shape[:2]
-        h, e = self._heads_of(which), self.shape.head_dim
-        g = g.reshape(B * P, -1, e).transpose(0, 1).reshape(h, -1, e)  # [h, (n/h)*B*P', e]
-        a = torch.bmm(g, self._grad_weight(layer, which)).view(-1, B, P, self.shape.d_model)  # [n, B, P', d]
-        add_norm_vjp(self.ad.norm, st.grads[readers], xn, s, a)  # type: ignore[index]
+        """Gradient at a projection's output [B, P, n*e] → its part of each reader's input gradient."""
+        key, (xn, s) = (layer, which), st.saved[layer]
+        gs = grad[:, st.p0 :] * s  # [B, P', n*e]
+        y = st.outputs.pop(key)
+        shift = self._shift(layer, which)
+        dot = (gs * (y - shift if shift is not None else y)).view(*gs.shape[:2], -1, self.shape.head_dim).sum(-1)
+        dot = (dot * s if self.ad.norm == "rms" else dot).div_(self.shape.d_model)  # [B, P', n]
+        st.grads[readers].addcmul_(xn, dot.permute(2, 0, 1).unsqueeze(-1), value=-1.0)  # type: ignore[index]
+        acc = st.proj.get(key)
+        st.proj[key] = gs if acc is None else acc.add_(gs)
+
+    def finish_grads(self, grads: torch.Tensor, proj: dict[tuple[int, str], torch.Tensor]) -> None:
+        """grads [V, B, P', d] += the summed first terms, each taken back through its weights once."""
+        e = self.shape.head_dim
+        for (layer, which), gs in proj.items():
+            readers = self.graph.attn_readers(layer, which)  # type: ignore[arg-type]
+            h, (B, P) = self._heads_of(which), gs.shape[:2]
+            g = gs.reshape(B * P, -1, e).transpose(0, 1).reshape(h, -1, e)  # [h, (n/h)*B*P', e]
+            grads[readers].view(h, -1, self.shape.d_model).baddbmm_(g, self._grad_weight(layer, which))
+        proj.clear()
 
     def _grad_weight(self, layer: int, which: str) -> torch.Tensor:
-        """[h, e, d]: a projection's weight slices times the attention norm's gain (made on first use)."""
+        """[h, e, d]: a projection's weight slices times the attention norm's gain, the mean over d removed for
+        LayerNorm (made on first use)."""
         key = (layer, which)
         if key not in self.grad_weights:
-            self.grad_weights[key] = self._wb(layer, which)[0] * self.attn_norms[layer][0]
+            w = self._wb(layer, which)[0] * self.attn_norms[layer][0]
+            self.grad_weights[key] = w - w.mean(-1, keepdim=True) if self.ad.norm == "layer" else w
         return self.grad_weights[key]
+
+    def _shift(self, layer: int, which: str) -> torch.Tensor | None:
+        """[n*e]: what a reader's output has beyond W(γ⊙x) (RMS) or W(γ⊙x̂) (LayerNorm): b, and Wβ; None if 0."""
+        key = (layer, which)
+        if key not in self.shifts:
+            w, shift = self._wb(layer, which)  # [h, e, d], [h, e] | None
+            norm = get(self.layers[layer], self.ad.attn_norm)
+            if self.ad.norm == "layer" and getattr(norm, "bias", None) is not None:
+                wb = torch.einsum("hed,d->he", w, norm.bias.detach())
+                shift = wb if shift is None else shift + wb
+            readers = self.graph.attn_readers(layer, which)  # type: ignore[arg-type]
+            n = readers.stop - readers.start
+            heads = torch.arange(n, device=w.device) // (n // self._heads_of(which))  # each reader's weight slice
+            self.shifts[key] = None if shift is None else shift[heads].reshape(-1)
+        return self.shifts[key]
+
+
+def _rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """t[rows] for increasing rows; a view (no copy) when they are consecutive, as for a densely patched layer."""
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    return t[lo:hi] if hi - lo == rows.numel() else t[rows]
 
 
 def _product(coef: torch.Tensor, flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
