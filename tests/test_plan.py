@@ -93,3 +93,15 @@ def test_plan_of_run_takes_kinds_from_the_bench_and_refuses_a_folder_without_res
     (tmp_path / "empty").mkdir()
     with pytest.raises(KdynError, match="no probes.parquet"):
         plan.plan_of_run(tmp_path / "empty")
+
+
+def test_verdicts_say_why_nothing_is_detectable_instead_of_printing_nan():
+    groups = [plan.Group("new", t, 6) for t in ("cloze", "qa")] + [plan.Group("related", t, 0) for t in ("cloze", "qa")]
+    groups += [plan.Group("updated", t, 40) for t in ("cloze", "qa")]
+    p = plan.Plan("test", groups, {"cloze": {"low": 30, "medium": 10}, "qa": {"low": 30, "medium": 10}}, [])
+    out = {c["claim"]: c for c in plan.claims(p, ["M4", "D1", "D2"], None, 0.2, 0.1)}
+    assert all("nan" not in c["why"] for c in out.values()), out
+    assert "too small to detect even the largest paired difference" in out["M4"]["why"]
+    assert "no probes in one of the two kinds" in out["D1"]["why"]
+    # exponential exposure with no fact at ≥ 6 copies: the high bucket is empty, not "fixed exposure"
+    assert "high (6+ copies) bucket is empty" in out["D2"]["why"] and "fixed" not in out["D2"]["why"]

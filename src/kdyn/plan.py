@@ -150,9 +150,11 @@ def claims(plan: Plan, addressed: list[str], cfg: Any, effect: float, halfwidth:
             return
         name, worst = _worst(have)
         ok = not math.isnan(worst) and worst <= effect
+        n = g[tuple(name.split('/'))].n
+        small = (f"{name} (n = {n}) is too small to detect even the largest paired difference" if math.isnan(worst) else
+                 f"{name} (n = {n}) detects only paired differences ≥ {worst:.2f} (two runs, or two probe types, on the same items)")
         out.append({"claim": claim, "claim_text": text, "detectable": worst, **_verdict(
-            ok, f"{name} (n = {g[tuple(name.split('/'))].n}) detects only paired differences ≥ {worst:.2f} (two runs, or two probe types, on the same items); "
-                f"{n_for_paired(effect)} {need} probes per group would detect {effect:.2f}",
+            ok, f"{small}; {n_for_paired(effect)} {need} probes per group would detect {effect:.2f}",
             f"every group detects a paired difference of ≤ {worst:.2f} (≤ {effect:.2f})")})  # fmt: skip
 
     for claim in addressed:
@@ -184,7 +186,8 @@ def claims(plan: Plan, addressed: list[str], cfg: Any, effect: float, halfwidth:
                 continue
             name, worst = _worst(pairs)
             out.append({"claim": claim, "claim_text": "acquisition depends on relevance to prior knowledge", "detectable": worst,
-                        **_verdict(worst <= effect, f"{name} detects only differences ≥ {worst:.2f}; {n_for_groups(effect)} "
+                        **_verdict(worst <= effect, f"{name} has no probes in one of the two kinds" if math.isnan(worst) else
+                                   f"{name} detects only differences ≥ {worst:.2f}; {n_for_groups(effect)} "
                                    f"probes per kind would detect {effect:.2f}", f"each kind-to-kind difference ≥ {worst:.2f} is detected")})  # fmt: skip
         elif claim == "D2":
             pairs = [(f"low vs high copies, {t}", mdd_groups(b.get("low", 0), b.get("high", 0))) for t, b in plan.buckets.items()
@@ -195,13 +198,23 @@ def claims(plan: Plan, addressed: list[str], cfg: Any, effect: float, halfwidth:
             name, worst = _worst(pairs)
             ok = not math.isnan(worst) and worst <= effect
             out.append({"claim": claim, "claim_text": "facts seen more often are learnt better", "detectable": worst,
-                        **_verdict(ok, f"{name} detects only differences ≥ {worst:.2f} (fixed exposure puts every fact in one "
-                                       f"bucket)" if math.isnan(worst) else f"{name} detects only differences ≥ {worst:.2f}; "
+                        **_verdict(ok, _empty_bucket(name, plan.buckets[name.rsplit(" ", 1)[-1]], cfg) if math.isnan(worst) else
+                                       f"{name} detects only differences ≥ {worst:.2f}; "
                                        f"{n_for_groups(effect)} probes in each bucket would detect {effect:.2f}",
                                    f"low vs high exposure: differences ≥ {worst:.2f} are detected")})  # fmt: skip
         elif claim in ("M7", "D3", "D4"):
             out.append(circuit_claim(claim, plan.circuits, cfg))
     return out
+
+
+def _empty_bucket(name: str, counts: dict[str, int], cfg: Any) -> str:
+    """Why low vs high exposure cannot be compared: which bucket is empty, and whether fixed exposure did it."""
+    empty = [b for b in ("low", "high") if not counts.get(b)]
+    bounds = {b: (lo, hi) for b, lo, hi in EXPOSURE_BUCKETS}
+    said = " and ".join(f"{b} ({bounds[b][0]}{'+' if bounds[b][1] > 10**6 else '–' + str(bounds[b][1])} copies)" for b in empty)
+    fixed = getattr(getattr(getattr(cfg, "bench", None), "exposure", None), "mode", None) == "fixed"
+    why = "fixed exposure puts every fact in one bucket" if fixed else "no trained fact has that many copies" if empty == ["high"] else ""
+    return f"{name}: the {said} bucket{'s are' if len(empty) > 1 else ' is'} empty" + (f" ({why})" if why else "")
 
 
 def circuit_claim(claim: str, circuits: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
