@@ -85,7 +85,11 @@ def test_probe_command_writes_results(tiny_bench, tmp_path):
     assert result.exit_code == 0, result.output
     table = pq.read_table(out).to_pylist()
     n_probes = sum(1 for _ in open(tiny_bench / "probes.jsonl"))
-    assert len(table) == n_probes and "accuracy per kind and probe type" in result.output
+    from kdyn.device import resolve_precision
+
+    said = " ".join(result.output.split())  # the table title wraps at the terminal width
+    assert len(table) == n_probes and "accuracy per kind and probe type" in said
+    assert f"({resolve_precision('auto')})" in said and "(auto)" not in said  # what auto became here
     known = [r for r in table if r["kind"] == "known"]
     assert all(r["known_wrong_at_base"] == (not r["correct"]) for r in known)
     assert all(r["known_wrong_at_base"] is None for r in table if r["kind"] != "known")

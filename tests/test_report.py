@@ -293,3 +293,12 @@ def test_report_shows_what_each_headline_number_can_detect(runs, page, compariso
     headline = re.search(r"<caption>Headline per run.*?</table>", text, re.S).group(0)
     assert headline.count(f"Δ ≥ {mdd_paired(n_mcq):.2f}") == 3 * 2  # new cloze, MCQ and QA (n = 28 each), both runs
     assert "the smallest change from another run on the same items that a paired test detects" in headline
+
+
+def test_setup_line_gives_the_precisions_the_run_used_not_auto():
+    from kdyn.report.setup import training_line
+
+    cfg = {"train": {"epochs": 2, "precision": "auto"}, "probe": {"precision": "auto"}}
+    line = training_line(cfg, {"precision": "bfloat16", "probe_precision": "float32"})
+    assert "precision: training bfloat16, probing float32" in line and "auto" not in line
+    assert "precision auto" in training_line(cfg, {})  # an old run without the manifest fields: the config's word

@@ -140,9 +140,12 @@ def probe_cmd(
     from kdyn.probe.run import probe
     from kdyn.probe.scorer import ScoreConfig
 
+    from kdyn.device import default_device, resolve_precision
+
     t0 = time.time()
     rows = probe(model, bench, out, ScoreConfig(batch_size=batch_size, precision=precision))  # type: ignore[arg-type]
-    print_accuracy(rows, f"{model}: accuracy per kind and probe type ({time.time() - t0:.0f} s)")
+    used = resolve_precision(precision, default_device())  # type: ignore[arg-type]  # what 'auto' became here
+    print_accuracy(rows, f"{model} ({used}): accuracy per kind and probe type ({time.time() - t0:.0f} s)")
     console.print(f"results: {out}")
 
 

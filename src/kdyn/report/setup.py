@@ -39,13 +39,16 @@ def time_taken(m: dict[str, Any]) -> str:
     return duration(m.get("seconds")) + (f" ({', '.join(parts)})" if parts else "")
 
 
-def training_line(cfg: dict[str, Any]) -> str:
+def training_line(cfg: dict[str, Any], manifest: dict[str, Any] | None = None) -> str:
+    """Epochs, lr, batch, schedule, and the precisions the run used (manifest.json: 'auto' resolved), else the config's."""
     t = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+    m = manifest or {}
+    used = [f"{what} {m[key]}" for key, what in (("precision", "training"), ("probe_precision", "probing")) if m.get(key)]
     bits = [f"{_get(t, 'epochs')} epochs" if _get(t, "epochs") is not None else None,
             f"lr {_get(t, 'optimizer.lr')}" if _get(t, "optimizer.lr") is not None else None,
             f"batch {_get(t, 'batch_size')} × {_get(t, 'seq_len')} tokens" if _get(t, "batch_size") else None,
             f"{_get(t, 'schedule.kind')} schedule" if _get(t, "schedule.kind") else None,
-            f"precision {_get(t, 'precision')}" if _get(t, "precision") else None]  # fmt: skip
+            f"precision: {', '.join(used)}" if used else f"precision {_get(t, 'precision')}" if _get(t, "precision") else None]  # fmt: skip
     return ", ".join(b for b in bits if b) or "—"
 
 
@@ -75,7 +78,7 @@ def setup_section(run: RunData) -> Section:
         ("model", m.get("model") or cfg.get("model") or "—"),
         ("strategy", m.get("strategy") or _get(cfg, "train.strategy") or "—"),
         ("seed", num(m.get("seed", _get(cfg, "train.seed")))),
-        ("training", training_line(cfg)),
+        ("training", training_line(cfg, m)),
         ("checkpoints", f"{plural(len(steps), 'checkpoint')}: steps {', '.join(step_label(s) for s in steps)} "
                         f"(step {step_label(run.base_step)} is the base model)"),  # fmt: skip
         ("time taken", time_taken(m)),
@@ -99,7 +102,7 @@ def runs_setup_section(runs: list[RunData]) -> Section:
         m = r.manifest
         rows.append([r.label, m.get("model") or r.config.get("model") or "—",
                      m.get("strategy") or _get(r.config, "train.strategy") or "—", num(m.get("seed")),
-                     m.get("status", "—"), training_line(r.config), len(r.steps),
+                     m.get("status", "—"), training_line(r.config, m), len(r.steps),
                      r.bench_manifest.get("counts", {}).get("probes", "—"), time_taken(m), str(r.path)])  # fmt: skip
     head = ["run", "model", "strategy", "seed", "status", "training", "checkpoints", "probes", "time taken", "path"]
     sec = Section("setup", TITLE).add(table(head, rows, numeric_from=99))
