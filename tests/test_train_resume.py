@@ -67,6 +67,7 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):
     assert again.returncode == 2 and "already holds a complete run; choose another --out" in again.stderr
     other = subprocess.run([sys.executable, "-m", "kdyn", "train", "tiny", "--out", str(out), "--resume"], capture_output=True, text=True)
     assert other.returncode == 2 and "config differs" in other.stderr
+    assert "train.epochs (1 → " in " ".join(other.stderr.split())  # names the difference
     fresh = subprocess.run([sys.executable, "-m", "kdyn", "train", "tiny", "--out", str(tmp_path / "new"), "--resume"],
                            capture_output=True, text=True)  # fmt: skip
     assert fresh.returncode == 2 and "no config.yaml" in fresh.stderr
@@ -78,3 +79,17 @@ def test_bad_train_input_is_one_line(tmp_path, bad, message):
     done = subprocess.run([sys.executable, "-m", "kdyn", "train", "tiny", "--out", str(tmp_path / "x"), *bad],
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_resume_accepts_a_run_whose_config_predates_an_option(tmp_path):
+    """A run started before kdyn gained an option (its config.yaml lacks the key) resumes: the sweep's rule."""
+    import yaml
+
+    out = tmp_path / "r"
+    train(load_experiment("tiny", ["train.epochs=1"]), out, show_progress=False)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["analysis"], saved["train"]["keep_state"]  # as written by a kdyn without these options
+    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    again = subprocess.run([sys.executable, "-m", "kdyn", "train", "tiny", "--out", str(out), "--set", "train.epochs=1", "--resume"],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]

@@ -31,7 +31,7 @@ import yaml
 
 from kdyn.io import write_json
 from kdyn.sweep.suite import Point, Suite, load_suite, select
-from kdyn.train.config import KEPT_ONLY
+from kdyn.train.config import config_difference
 
 Status = Literal["done", "resume", "new", "stale"]
 Echo = Callable[[str], None] | None
@@ -74,27 +74,6 @@ class SweepResult:
 
 def default_out(suite: Suite) -> Path:
     return Path("runs") / "sweeps" / suite.name
-
-
-def config_difference(saved: Any, wanted: Any, path: str = "") -> str | None:
-    """The first dotted key whose value differs, as 'key (saved → wanted)'; keys the saved config lacks (options
-    added to kdyn after the run) are not differences, and neither are the settings of a block that is off in both
-    (`enabled: false`: circuits, lora, adaptive — a changed default there changes nothing the run did). None when the
-    configs agree."""
-    if isinstance(saved, dict) and isinstance(wanted, dict):
-        if saved.get("enabled") is False and wanted.get("enabled") is False:
-            return None
-        for key in saved:
-            dotted = f"{path}.{key}" if path else str(key)
-            if dotted in KEPT_ONLY:  # what a run keeps afterwards, not what it computed
-                continue
-            if key not in wanted:
-                return f"{dotted} (no longer an option)"
-            found = config_difference(saved[key], wanted[key], dotted)
-            if found:
-                return found
-        return None
-    return None if saved == wanted else f"{path} ({saved!r} → {wanted!r})"
 
 
 def point_status(point: Point, run_dir: Path, check_config: bool = True) -> tuple[Status, str]:

@@ -22,7 +22,7 @@ so `--resume` may change it and a sweep's runs do not go stale over it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from kdyn.bench.config import FORMATS
 from kdyn.device import Precision
@@ -30,6 +30,27 @@ from kdyn.device import Precision
 TrackerName = Literal["tensorboard", "mlflow", "wandb"]
 # settings of what a run keeps, not of what it computes: ignored when configs are compared (--resume, sweeps)
 KEPT_ONLY = ("train.keep_state",)
+
+
+def config_difference(saved: Any, wanted: Any, path: str = "") -> str | None:
+    """The first dotted key whose value differs, as 'key (saved → wanted)'; keys the saved config lacks (options
+    added to kdyn after the run) are not differences, and neither are the settings of a block that is off in both
+    (`enabled: false`: circuits, lora, adaptive — a changed default there changes nothing the run did). None when the
+    configs agree."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        if saved.get("enabled") is False and wanted.get("enabled") is False:
+            return None
+        for key in saved:
+            dotted = f"{path}.{key}" if path else str(key)
+            if dotted in KEPT_ONLY:  # what a run keeps afterwards, not what it computed
+                continue
+            if key not in wanted:
+                return f"{dotted} (no longer an option)"
+            found = config_difference(saved[key], wanted[key], dotted)
+            if found:
+                return found
+        return None
+    return None if saved == wanted else f"{path} ({saved!r} → {wanted!r})"
 
 
 @dataclass

@@ -14,7 +14,6 @@ next start. A complete run deletes its resume state (RUN/state/) unless `train.k
 from __future__ import annotations
 
 import contextlib
-import copy
 import shutil
 import signal
 import subprocess
@@ -37,7 +36,7 @@ from kdyn.io import atomic_path, check_writable, read_json, write_json
 from kdyn.lock import LOCK_FILE, run_lock
 from kdyn.models.registry import check_model
 from kdyn.train.checkpoints import RunStore
-from kdyn.train.config import KEPT_ONLY
+from kdyn.train.config import config_difference
 from kdyn.train.progress import Reporter, flat, offline_tracker_defaults
 
 if TYPE_CHECKING:
@@ -68,19 +67,6 @@ def write_config(path: Path, cfg: ExperimentConfig) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A config without its KEPT_ONLY keys (what a run keeps afterwards), for comparing what two runs compute."""
-    out = copy.deepcopy(config)
-    for dotted in KEPT_ONLY:
-        *parents, key = dotted.split(".")
-        node = out
-        for part in parents:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(key, None)
-    return out
-
-
 def is_complete(out: Path) -> bool:
     try:
         return read_json(out / "manifest.json").get("status") == "complete"
@@ -97,8 +83,11 @@ def check_run_dir(cfg: ExperimentConfig, out: Path, resume: bool) -> None:
         if not (out / "config.yaml").is_file():
             raise KdynError(f"--resume: {out} has no config.yaml; start the run without --resume")
         saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
-        if not isinstance(saved, dict) or comparable(saved) != comparable(to_dict(cfg)):
-            raise KdynError(f"--resume: the config differs from {out / 'config.yaml'}; resume with the same config and --set values")
+        # options added to kdyn after the run started are no difference (the sweep's rule: resumable across versions)
+        found = config_difference(saved, to_dict(cfg)) if isinstance(saved, dict) else "the file is not a mapping"
+        if found:
+            raise KdynError(f"--resume: the config differs from {out / 'config.yaml'} at {found}; resume with the same "
+                            f"config and --set values")  # fmt: skip
     elif has_run and is_complete(out):
         raise KdynError(f"{out} already holds a complete run; choose another --out (or delete it to train again)")
     elif has_run:
