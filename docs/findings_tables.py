@@ -1,6 +1,6 @@
 """The numbers of docs/findings.md, from finished sweeps: python docs/findings_tables.py runs/sweeps [--out FILE]
 
-Reads each run's probes.parquet and analysis/ tables under SWEEPS/strategies, SWEEPS/relevance and SWEEPS/models
+Reads each run's probes.parquet, analysis/ and circuit tables under SWEEPS/strategies, relevance, models and circuits
 (whichever exist) and prints markdown tables. Two kinds of interval:
 - over seeds: mean and Student-t 95% interval of the per-run value (3 seeds: t = 4.30, wide by design);
 - paired by probe: each probe's correctness averaged over the seeds of strategy A and of B, the difference
@@ -338,17 +338,77 @@ def relevance_tables(suite: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+ANY = (-np.inf, np.inf)
+
+
+def circuits_tables(suite: Path) -> str:
+    """M7, D3, D4 from the `circuits` suite: per relation and checkpoint, the circuit metrics as mean over seeds [t 95%
+    CI]; the change-point tests of every run; and the three contrasts the claims are read from.
+
+    - M7 (reconfiguration): consecutive checkpoints' circuits from disjoint halves of the prompts (`jaccard_halves_prev`)
+      against two halves at one checkpoint (`noise_floor_jaccard`, the same prompt count): below the floor = the
+      circuit changed more than resampling its prompts changes it.
+    - D3 (formation → optimisation): the entropy change point (likelihood-ratio test against one segment, level 0.05).
+    - D4 (deep → shallow): mean source depth of circuit edges (0 = embeddings, 1 = last layer), final − base."""
+    runs = load_runs(suite)
+    if runs.empty:
+        return "no finished runs\n"
+    frames = []
+    for r in runs.itertuples():
+        path = r.path / "circuit_metrics.parquet"
+        if path.is_file():
+            frames.append(pd.read_parquet(path).assign(seed=r.seed, run=r.name))
+    if not frames:
+        return "no circuit_metrics.parquet in the finished runs\n"
+    m = pd.concat(frames, ignore_index=True)
+    seeds = sorted(m["seed"].unique())
+    out = [f"{len(runs)} runs (seeds {', '.join(map(str, seeds))}), {len(m['step'].unique())} circuit checkpoints; "
+           f"minutes per run: {', '.join(f'{x:.0f}' for x in runs['minutes'])}\n"]
+    cols = [("n_prompts", None), ("jaccard_edges_prev", (0, 1)), ("jaccard_halves_prev", (0, 1)), ("noise_floor_jaccard", (0, 1)),
+            ("entropy", (0, np.inf)), ("faithfulness", ANY), ("faithfulness_random", ANY), ("mean_source_depth", (0, 1))]
+    for rel, g in m.groupby("relation", sort=False):
+        out += [f"### {rel}\n", "| step | prompts | Jaccard with previous | halves, with previous | noise floor (halves, same step) | "
+                "entropy | faithfulness | random (connected) | mean source depth |", "|---|---|---|---|---|---|---|---|---|"]
+        for step, h in g.groupby("step"):
+            cells = [f"{int(h['n_prompts'].min())}" if h["n_prompts"].nunique() == 1 else f"{int(h['n_prompts'].min())}–{int(h['n_prompts'].max())}"]
+            cells += [seed_ci(h[c].tolist(), b) for c, b in cols[1:]]
+            out.append(f"| {step} | " + " | ".join(cells) + " |")
+        below = g.dropna(subset=["jaccard_halves_prev", "noise_floor_jaccard"])
+        gap = below["noise_floor_jaccard"] - below["jaccard_halves_prev"]
+        per_seed = gap.groupby(below["seed"]).mean()
+        depth = g.sort_values("step").groupby("seed")["mean_source_depth"].agg(lambda x: x.iloc[-1] - x.iloc[0])
+        out += ["", f"- M7, {rel}: halves-with-previous below the noise floor at {int((gap > 0).sum())} of {len(gap)} "
+                f"checkpoint transitions (all seeds); floor − overlap, mean over transitions per seed, over seeds: "
+                f"{seed_ci(per_seed.tolist(), ANY)}",
+                f"- D4, {rel}: mean source depth final − base over seeds: {seed_ci(depth.tolist(), ANY)} (negative = toward "
+                f"shallower sources, as the claim has it)"]
+        cps = []
+        for r in runs.itertuples():
+            cp_path = r.path / "circuits" / "change_point.json"
+            cp = json.loads(cp_path.read_text()).get(rel, {}) if cp_path.is_file() else {}
+            for metric in ("entropy", "jaccard_edges_prev"):
+                c = cp.get(metric, {})
+                if c.get("status") == "change point":
+                    cps.append(f"{r.name} {metric}: step {c.get('step')} [{c.get('ci_low')}–{c.get('ci_high')}], p = {c.get('p_value'):.3f}")
+                else:
+                    p_txt = f", p = {c['p_value']:.3f}" if isinstance(c.get("p_value"), (int, float)) else ""
+                    cps.append(f"{r.name} {metric}: {c.get('status', 'missing')}{p_txt}")
+        out += [f"- D3, {rel}, change points: " + "; ".join(cps), ""]
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sweeps", type=Path, help="folder holding strategies/, relevance/ and models/")
+    ap.add_argument("sweeps", type=Path, help="folder holding strategies/, relevance/, models/ and circuits/")
     ap.add_argument("--out", type=Path, help="also write the markdown here")
     args = ap.parse_args(argv)
     text = ""
-    for suite, fn in (("strategies", strategies_tables), ("relevance", relevance_tables), ("models", models_tables)):
+    for suite, fn in (("strategies", strategies_tables), ("relevance", relevance_tables), ("models", models_tables),
+                      ("circuits", circuits_tables)):
         if (args.sweeps / suite).is_dir():
             text += f"## {suite}\n\n" + fn(args.sweeps / suite) + "\n"
     if not text:
-        print(f"no strategies/, relevance/ or models/ sweep under {args.sweeps}", file=sys.stderr)
+        print(f"no strategies/, relevance/, models/ or circuits/ sweep under {args.sweeps}", file=sys.stderr)
         return 1
     print(text)
     if args.out:

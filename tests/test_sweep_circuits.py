@@ -41,6 +41,16 @@ def test_circuits_suite_smoke_runs_both_relations_at_every_checkpoint(tmp_path):
     assert set(circuits) == set(RELATIONS) and {c["checkpoints"] for c in circuits.values()} == {3}
     assert [c["prompts_used"] for c in circuits.values()] == [metrics[metrics["relation"] == r]["n_prompts"].min()
                                                               for r in circuits]  # fmt: skip
+    # docs/findings_tables.py reads the finished suite: per relation, a row per circuit checkpoint and the claims' lines
+    from .test_sweep_smoke import findings_tables
+
+    module = findings_tables()
+    assert module.main([str(tmp_path), "--out", str(tmp_path / "tables.md")]) == 0
+    text = (tmp_path / "tables.md").read_text()
+    assert "## circuits" in text and all(f"### {r}" in text for r in RELATIONS)
+    assert all(f"| {s} | " in text for s in steps)
+    assert all(f"- {claim}, {r}" in text for claim in ("M7", "D3", "D4") for r in RELATIONS)
+    assert "full-s0 entropy: not tested" in text  # 3 circuit points: the change-point test needs 5
 
 
 def test_circuits_suite_is_three_seeds_of_seven_circuit_points():
