@@ -104,3 +104,22 @@ def test_the_base_to_first_interval_counts_by_hand():
     # ranks of −loss 1 2 3 4, of A 4 2.5 1 2.5 → rho = −3 / sqrt(5 · 4.5)
     assert r["spearman"] == pytest.approx(-3 / np.sqrt(22.5))
     assert list(curves["eval_loss"]) == [4.0, 3.0, 2.0, 1.0]
+
+
+def test_eval_pass_runs_in_the_probe_precision_and_restores_the_weights(tiny_run):
+    """bf16 probing hosts evaluate the training-set loss with a bf16 copy of the weights (as the probes): close to
+    fp32, the fp32 master weights untouched; float32 is the plain fp32 forward."""
+    from kdyn.train.probing import eval_batches, eval_pass
+
+    bench = load_benchmark(tiny_run / "bench")
+    lm = load_model("tiny-random-llama")
+    docs = tokenize_documents(bench.documents, bench.facts_by_id, lm.tokenizer)
+    tc = load_experiment("tiny").train
+    batches = eval_batches(docs, "first_copy", tc.seq_len, tc.batch_size, lm.tokenizer.pad_token_id)
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    fp32, bf16 = eval_pass(lm.model, batches), eval_pass(lm.model, batches, precision="bfloat16")
+    after = lm.model.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    assert fp32.loss == pytest.approx(reference_loss("tiny-random-llama", bench)[0], rel=1e-4)
+    assert bf16.loss == pytest.approx(fp32.loss, rel=2e-2) and bf16.loss != fp32.loss  # really ran in bf16
+    assert bf16.fact_nll.keys() == fp32.fact_nll.keys()

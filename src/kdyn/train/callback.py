@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainerContro
 
 from kdyn.bench.schema import Benchmark, load_benchmark
 from kdyn.probe.results import SCHEMA as PROBE_SCHEMA
-from kdyn.probe.scorer import ScoreConfig
+from kdyn.probe.scorer import ScoreConfig, probe_precision
 from kdyn.train.checkpoints import RunStore
 from kdyn.train.data import tokenize_documents
 from kdyn.train.probing import EVAL_LOSS_SCHEMA, FACT_LOSS_SCHEMA, eval_batches, eval_pass, probe_tables, score_sharded
@@ -47,7 +47,7 @@ class KdynProbeCallback(TrainerCallback):
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
         rows = score_sharded(model, self.tok, self.bench.probes, self.score, rank, world)
-        ev = eval_pass(model, self.eval_batches, rank, world)
+        ev = eval_pass(model, self.eval_batches, rank, world, probe_precision(self.score, model))
         if state.global_step == 0:
             self.base_correct = {r["probe_id"]: bool(r["correct"]) for r in rows}
         if state.is_world_process_zero:

@@ -25,6 +25,7 @@ from kdyn.config import to_dict
 from kdyn.experiment import ExperimentConfig
 from kdyn.probe.prompts import build_rows
 from kdyn.probe.results import SCHEMA as PROBE_SCHEMA
+from kdyn.probe.scorer import probe_precision
 from kdyn.train.checkpoints import RunStore, set_rng_state
 from kdyn.train.data import Batch, TokDoc, epoch_order, make_batches, shard, text_docs, tokenize_documents
 from kdyn.train.flops import matmul_peak, model_flops_per_token
@@ -137,8 +138,7 @@ class Loop:
             rep.start_probing(len(build_rows(self.bench.probes, self.tok)) // self.world, f"probing@{self.step}")
         rows = score_sharded(model, self.tok, self.bench.probes, self.cfg.probe, self.rank, self.world,
                              progress=rep.advance_probing if rep is not None else None)  # fmt: skip
-        with self.acc.autocast():
-            ev = eval_pass(model, self.eval_batches, self.rank, self.world)
+        ev = eval_pass(model, self.eval_batches, self.rank, self.world, probe_precision(self.cfg.probe, model))
         if self.step == 0:
             self.base_correct = {r["probe_id"]: bool(r["correct"]) for r in rows}
         if self.tc.adaptive.enabled:

@@ -25,6 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from kdyn.bench.schema import Probe
 from kdyn.errors import unknown
+from kdyn.probe.engine import own_forward, weights_in
 from kdyn.probe.results import flag_known, to_table
 from kdyn.probe.scorer import ScoreConfig, rival_values, score_probes
 from kdyn.train.data import Batch, TokDoc, collate
@@ -91,19 +92,21 @@ def eval_batches(docs: list[TokDoc], fact_docs: str, seq_len: int, batch_size: i
 
 @torch.inference_mode()
 def eval_pass(model: PreTrainedModel, batches: list[Batch], rank: int = 0, world: int = 1,
-              autocast: torch.autocast | None = None) -> EvalPass:  # fmt: skip
-    """The training-set loss and per-fact NLL over `batches` (sharded over ranks, summed over all of them)."""
+              precision: str = "float32") -> EvalPass:  # fmt: skip
+    """The training-set loss and per-fact NLL over `batches` (sharded over ranks, summed over all of them), with
+    the weights in `precision` — the probes' (manifest.json: probe_precision), as cheap as them on bf16 hardware:
+    a bf16 copy of the weights, not autocast, which casts every fp32 weight at each call. NLL in fp32 either way."""
     t0 = time.time()
     was_training = model.training
     model.eval()  # no dropout
     device = next(model.parameters()).device
     sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     loss_sum, loss_n = 0.0, 0
-    for b in batches[rank::world]:
-        with autocast if autocast is not None else torch.autocast(device.type, enabled=False):
-            logits = model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device)).logits
+    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+    with own_forward(model), weights_in(model, dtype), torch.autocast(device.type, enabled=False):
+        nlls = [_batch_nll(model, b, device) for b in batches[rank::world]]
+    for b, nll in zip(batches[rank::world], nlls):
         labels = b.labels[:, 1:].to(device)
-        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
         predicted = labels != -100
         loss_sum += float(nll[predicted].sum())
         loss_n += int(predicted.sum())
@@ -123,6 +126,13 @@ def eval_pass(model: PreTrainedModel, batches: list[Batch], rank: int = 0, world
     nll_by_fact = {fid: (s / n, int(n)) for fid, (s, n) in sorted(total.items()) if n > 0}
     loss = loss_sum_all / loss_n_all if loss_n_all else math.nan
     return EvalPass(nll_by_fact, loss, loss_n_all, time.time() - t0)
+
+
+def _batch_nll(model: PreTrainedModel, b: Batch, device: torch.device) -> torch.Tensor:
+    """[B, T-1] next-token NLL (fp32) of one batch; 0 where nothing is predicted."""
+    logits = model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device)).logits
+    labels = b.labels[:, 1:].to(device)
+    return F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
 
 
 def probe_tables(rows: list[dict[str, Any]], ev: EvalPass, step: int, epoch: float,
