@@ -66,3 +66,16 @@ def test_deterministic_mode_does_not_fill_new_tensors(tmp_path):
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=True)
         torch.utils.deterministic.fill_uninitialized_memory = before[1]
+
+
+def test_matmul_peak_is_measured_on_the_given_device():
+    """The in-loop MFU divides by the peak of the device the run trains on (a GPU run was measured against the CPU)."""
+    import inspect
+
+    from kdyn.train import loop
+    from kdyn.train.flops import matmul_peak
+
+    assert matmul_peak.__wrapped__(torch.float32, size=64, seconds=0.01, device="cpu") > 0
+    assert "device=str(self.acc.device)" in inspect.getsource(loop.Loop.fit)
+    if torch.cuda.is_available():
+        assert matmul_peak(torch.bfloat16, device="cuda") > 10 * matmul_peak(torch.bfloat16, device="cpu")

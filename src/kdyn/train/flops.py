@@ -23,16 +23,23 @@ def model_flops_per_token(model: nn.Module, seq_len: int) -> float:
 
 
 @functools.cache
-def matmul_peak(dtype: torch.dtype = torch.bfloat16, size: int = 1024, seconds: float = 0.5) -> float:
-    """Measured dense matmul FLOP/s on this CPU for `dtype` (best of repeated timed runs)."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
+def matmul_peak(dtype: torch.dtype = torch.bfloat16, size: int = 1024, seconds: float = 0.5, device: str = "cpu") -> float:
+    """Measured dense matmul FLOP/s for `dtype` on `device` (best of repeated timed runs): the CPU the run trains
+    on, or its GPU (synchronised timing, 8192² matrices as benchmarks/gpu_speed.py: a 1024² one cannot fill a GPU)."""
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    size = max(size, 8192) if cuda else size
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    a = torch.randn(size, size, device=dev).to(dtype)
+    b = torch.randn(size, size, device=dev).to(dtype)
     torch.mm(a, b)
+    sync()
     best, spent = 0.0, 0.0
     while spent < seconds:
         t0 = time.perf_counter()
         for _ in range(4):
             torch.mm(a, b)
+        sync()
         dt = time.perf_counter() - t0
         spent += dt
         best = max(best, 4 * 2 * size**3 / dt)

@@ -218,7 +218,8 @@ class Loop:
             reporter.print(f"resuming at step {self.step} (epoch {self.epoch}, group {self.next_group})")
         else:
             self.probe_point(0.0)
-        self.peak = matmul_peak(torch.bfloat16 if self.acc.mixed_precision == "bf16" else torch.float32)
+        self.peak = matmul_peak(torch.bfloat16 if self.acc.mixed_precision == "bf16" else torch.float32,
+                                device=str(self.acc.device))  # MFU against the device the run trains on
         every = self.tc.probing.every_n_steps
         t_train, tokens_total = 0.0, 0
         while self.epoch < self.tc.epochs:
