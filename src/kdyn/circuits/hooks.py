@@ -367,8 +367,8 @@ class HookedLM:
         dot = (gs * (y - shift if shift is not None else y)).view(*gs.shape[:2], -1, self.shape.head_dim).sum(-1)
         dot = (dot * s if self.ad.norm == "rms" else dot).div_(self.shape.d_model)  # [B, P', n]
         st.grads[readers].addcmul_(xn, dot.permute(2, 0, 1).unsqueeze(-1), value=-1.0)  # type: ignore[index]
-        acc = st.proj.get(key)
-        st.proj[key] = gs if acc is None else acc.add_(gs)
+        acc = st.proj.get(key)  # summed in the gradients' dtype (fp32): a bf16 model's steps add up in fp32
+        st.proj[key] = gs.to(st.grads.dtype) if acc is None else acc.add_(gs)  # type: ignore[union-attr]
 
     def finish_grads(self, grads: torch.Tensor, proj: dict[tuple[int, str], torch.Tensor]) -> None:
         """grads [V, B, P', d] += the summed first terms, each taken back through its weights once."""
@@ -377,7 +377,9 @@ class HookedLM:
             readers = self.graph.attn_readers(layer, which)  # type: ignore[arg-type]
             h, (B, P) = self._heads_of(which), gs.shape[:2]
             g = gs.reshape(B * P, -1, e).transpose(0, 1).reshape(h, -1, e)  # [h, (n/h)*B*P', e]
-            grads[readers].view(h, -1, self.shape.d_model).baddbmm_(g, self._grad_weight(layer, which))
+            w = self._grad_weight(layer, which)
+            out = grads[readers].view(h, -1, self.shape.d_model)
+            out.baddbmm_(g, w.to(out.dtype))  # a bf16 model's weights in the fp32 product (once per projection)
         proj.clear()
 
     def _grad_weight(self, layer: int, which: str) -> torch.Tensor:
