@@ -102,6 +102,14 @@ def test_verdicts_say_why_nothing_is_detectable_instead_of_printing_nan():
     out = {c["claim"]: c for c in plan.claims(p, ["M4", "D1", "D2"], None, 0.2, 0.1)}
     assert all("nan" not in c["why"] for c in out.values()), out
     assert "too small to detect even the largest paired difference" in out["M4"]["why"]
-    assert "no probes in one of the two kinds" in out["D1"]["why"]
+    assert "too small to detect any difference (or a kind has no probes)" in out["D1"]["why"]
     # exponential exposure with no fact at ≥ 6 copies: the high bucket is empty, not "fixed exposure"
     assert "high (6+ copies) bucket is empty" in out["D2"]["why"] and "fixed" not in out["D2"]["why"]
+
+
+def test_a_difference_beyond_1_is_nothing_detectable():
+    """Two rates differ by at most 1: tiny groups detect nothing (the strategies suite's D2 read "≥ 1.43")."""
+    assert math.isnan(plan.mdd_groups(2, 3)) and plan.mdd_groups(40, 40) < 1
+    p = plan.Plan("test", [plan.Group("new", "cloze", 20)], {"cloze": {"low": 2, "high": 3}}, [])
+    (d2,) = plan.claims(p, ["D2"], None, 0.2, 0.1)
+    assert "2 low and 3 high-exposure probes are too few to detect any difference" in d2["why"] and "nan" not in d2["why"]

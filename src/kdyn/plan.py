@@ -61,7 +61,8 @@ def mdd_groups(n1: int, n2: int, p: float = 0.5) -> float:
     """Smallest difference between two independent groups' rates a two-sample z test detects (α 0.05, power 0.8)."""
     if n1 <= 0 or n2 <= 0:
         return math.nan
-    return (Z_ALPHA + Z_BETA) * math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    delta = (Z_ALPHA + Z_BETA) * math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    return delta if delta <= 1 else math.nan  # two rates cannot differ by more than 1: nothing is detectable
 
 
 def n_for_paired(effect: float, psi: float = 0.5) -> int:
@@ -186,7 +187,8 @@ def claims(plan: Plan, addressed: list[str], cfg: Any, effect: float, halfwidth:
                 continue
             name, worst = _worst(pairs)
             out.append({"claim": claim, "claim_text": "acquisition depends on relevance to prior knowledge", "detectable": worst,
-                        **_verdict(worst <= effect, f"{name} has no probes in one of the two kinds" if math.isnan(worst) else
+                        **_verdict(worst <= effect, f"{name} is too small to detect any difference (or a kind has no probes)"
+                                   if math.isnan(worst) else
                                    f"{name} detects only differences ≥ {worst:.2f}; {n_for_groups(effect)} "
                                    f"probes per kind would detect {effect:.2f}", f"each kind-to-kind difference ≥ {worst:.2f} is detected")})  # fmt: skip
         elif claim == "D2":
@@ -210,6 +212,9 @@ def claims(plan: Plan, addressed: list[str], cfg: Any, effect: float, halfwidth:
 def _empty_bucket(name: str, counts: dict[str, int], cfg: Any) -> str:
     """Why low vs high exposure cannot be compared: which bucket is empty, and whether fixed exposure did it."""
     empty = [b for b in ("low", "high") if not counts.get(b)]
+    if not empty:
+        return (f"{name}: {counts.get('low', 0)} low and {counts.get('high', 0)} high-exposure probes are too few to detect "
+                f"any difference")  # fmt: skip
     bounds = {b: (lo, hi) for b, lo, hi in EXPOSURE_BUCKETS}
     said = " and ".join(f"{b} ({bounds[b][0]}{'+' if bounds[b][1] > 10**6 else '–' + str(bounds[b][1])} copies)" for b in empty)
     fixed = getattr(getattr(getattr(cfg, "bench", None), "exposure", None), "mode", None) == "fixed"
