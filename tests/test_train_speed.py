@@ -79,3 +79,11 @@ def test_matmul_peak_is_measured_on_the_given_device():
     assert "device=str(self.acc.device)" in inspect.getsource(loop.Loop.fit)
     if torch.cuda.is_available():
         assert matmul_peak(torch.bfloat16, device="cuda") > 10 * matmul_peak(torch.bfloat16, device="cpu")
+
+
+def test_log_line_never_shows_an_mfu_above_100_percent():
+    """The matmul peak is measured at the start; measured on a busy machine it is low and MFU read 152%."""
+    from kdyn.train.progress import log_line
+
+    assert "mfu 47.5%" in log_line(1, 10, 0.1, 2.0, 1e-4, 1.0, 200.0, 0.475)
+    assert "mfu — (peak measured low)" in log_line(1, 10, 0.1, 2.0, 1e-4, 1.0, 200.0, 1.52)

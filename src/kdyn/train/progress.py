@@ -36,7 +36,7 @@ def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def log_line(step: int, total: int, epoch: float, loss: float, lr: float, grad_norm: float, tok_s: float, mfu: float) -> str:
     return (f"step {step:05d}/{total:05d} | epoch {epoch:5.2f} | loss {loss:.4f} | lr {lr:.2e} | "
-            f"gnorm {grad_norm:.3f} | tok/s {tok_s:,.0f} | mfu {100 * mfu:.1f}%")  # fmt: skip
+            f"gnorm {grad_norm:.3f} | tok/s {tok_s:,.0f} | mfu {f'{100 * mfu:.1f}%' if mfu <= 1 else '— (peak measured low)'}")  # fmt: skip
 
 
 class Reporter:
