@@ -134,8 +134,8 @@ def _verdict(ok: bool, because: str, decide: str) -> dict[str, str]:
     return {"verdict": "can decide" if ok else "cannot decide", "why": decide if ok else because}
 
 
-def _worst(rows: list[tuple[str, float]]) -> tuple[str, float]:
-    """The weakest (largest) detectable difference of several, NaN (none detectable) counting as the worst."""
+def _worst(rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The row with the weakest (largest) detectable difference, its second field; NaN (none detectable) is the worst."""
     return max(rows, key=lambda r: math.inf if math.isnan(r[1]) else r[1])
 
 
@@ -157,6 +157,23 @@ def claims(plan: Plan, addressed: list[str], cfg: Any, effect: float, halfwidth:
         out.append({"claim": claim, "claim_text": text, "detectable": worst, **_verdict(
             ok, f"{small}; {n_for_paired(effect)} {need} probes per group would detect {effect:.2f}",
             f"every group detects a paired difference of ≤ {worst:.2f} (≤ {effect:.2f})")})  # fmt: skip
+
+    def groups(pairs: list[tuple[str, float, dict[str, int] | None]], least: int, claim: str, text: str, missing: str,
+               per: str, decide: str) -> None:
+        """A difference between two independent groups (kinds, exposure buckets): `pairs` of (name, detectable,
+        the exposure bucket counts or None); not addressed with fewer than `least` pairs."""
+        if len(pairs) < least:
+            out.append({"claim": claim, "verdict": "not addressed", "why": missing})
+            return
+        name, worst, counts = _worst(pairs)
+        if not math.isnan(worst):
+            because = f"{name} detects only differences ≥ {worst:.2f}; {n_for_groups(effect)} probes {per} would detect {effect:.2f}"
+        elif counts is not None:
+            because = _empty_bucket(name, counts, cfg)
+        else:
+            because = f"{name} is too small to detect any difference (or a kind has no probes)"
+        out.append({"claim": claim, "claim_text": text, "detectable": worst,
+                    **_verdict(not math.isnan(worst) and worst <= effect, because, decide.format(worst=worst))})
 
     for claim in addressed:
         if claim == "M4":
@@ -180,30 +197,14 @@ def claims(plan: Plan, addressed: list[str], cfg: Any, effect: float, halfwidth:
                                        f"{n_for_halfwidth(halfwidth)} known probes right at the base give ±{halfwidth:.2f}",
                                    f"F is known to ±{worst:.2f} (≤ ±{halfwidth:.2f}) in every known group")})  # fmt: skip
         elif claim == "D1":
-            pairs = [(f"new vs {k}, {t}", mdd_groups(g[("new", t)].n, g[(k, t)].n)) for k in ("related", "updated")
-                     for t in ("cloze", "qa") if ("new", t) in g and (k, t) in g]  # fmt: skip
-            if len(pairs) < 4:
-                out.append({"claim": claim, "verdict": "not addressed", "why": "needs new, related and updated facts"})
-                continue
-            name, worst = _worst(pairs)
-            out.append({"claim": claim, "claim_text": "acquisition depends on relevance to prior knowledge", "detectable": worst,
-                        **_verdict(worst <= effect, f"{name} is too small to detect any difference (or a kind has no probes)"
-                                   if math.isnan(worst) else
-                                   f"{name} detects only differences ≥ {worst:.2f}; {n_for_groups(effect)} "
-                                   f"probes per kind would detect {effect:.2f}", f"each kind-to-kind difference ≥ {worst:.2f} is detected")})  # fmt: skip
+            groups([(f"new vs {k}, {t}", mdd_groups(g[("new", t)].n, g[(k, t)].n), None) for k in ("related", "updated")
+                    for t in ("cloze", "qa") if ("new", t) in g and (k, t) in g], 4, claim,
+                   "acquisition depends on relevance to prior knowledge", "needs new, related and updated facts", "per kind",
+                   "each kind-to-kind difference ≥ {worst:.2f} is detected")  # fmt: skip
         elif claim == "D2":
-            pairs = [(f"low vs high copies, {t}", mdd_groups(b.get("low", 0), b.get("high", 0))) for t, b in plan.buckets.items()
-                     if t in ("cloze", "qa")]  # fmt: skip
-            if not pairs:
-                out.append({"claim": claim, "verdict": "not addressed", "why": "no trained cloze or qa probes"})
-                continue
-            name, worst = _worst(pairs)
-            ok = not math.isnan(worst) and worst <= effect
-            out.append({"claim": claim, "claim_text": "facts seen more often are learnt better", "detectable": worst,
-                        **_verdict(ok, _empty_bucket(name, plan.buckets[name.rsplit(" ", 1)[-1]], cfg) if math.isnan(worst) else
-                                       f"{name} detects only differences ≥ {worst:.2f}; "
-                                       f"{n_for_groups(effect)} probes in each bucket would detect {effect:.2f}",
-                                   f"low vs high exposure: differences ≥ {worst:.2f} are detected")})  # fmt: skip
+            groups([(f"low vs high copies, {t}", mdd_groups(b.get("low", 0), b.get("high", 0)), b) for t, b in plan.buckets.items()
+                    if t in ("cloze", "qa")], 1, claim, "facts seen more often are learnt better", "no trained cloze or qa probes",
+                   "in each bucket", "low vs high exposure: differences ≥ {worst:.2f} are detected")  # fmt: skip
         elif claim in ("M7", "D3", "D4"):
             out.append(circuit_claim(claim, plan.circuits, cfg))
     return out
