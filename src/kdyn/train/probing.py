@@ -104,17 +104,18 @@ def eval_pass(model: PreTrainedModel, batches: list[Batch], rank: int = 0, world
     loss_sum, loss_n = 0.0, 0
     dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
     with own_forward(model), weights_in(model, dtype), torch.autocast(device.type, enabled=False):
-        nlls = [_batch_nll(model, b, device) for b in batches[rank::world]]
-    for b, nll in zip(batches[rank::world], nlls):
-        labels = b.labels[:, 1:].to(device)
-        predicted = labels != -100
-        loss_sum += float(nll[predicted].sum())
-        loss_n += int(predicted.sum())
-        for i, spans in enumerate(b.spans):
-            for fid, pos in spans:
-                idx = torch.tensor(pos, device=device) - 1  # logits at p-1 predict token p
-                sums[fid][0] += float(nll[i, idx].sum())
-                sums[fid][1] += len(pos)
+        for b in batches[rank::world]:
+            logits = model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device)).logits
+            labels = b.labels[:, 1:].to(device)
+            nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+            predicted = labels != -100
+            loss_sum += float(nll[predicted].sum())
+            loss_n += int(predicted.sum())
+            for i, spans in enumerate(b.spans):
+                for fid, pos in spans:
+                    idx = torch.tensor(pos, device=device) - 1  # logits at p-1 predict token p
+                    sums[fid][0] += float(nll[i, idx].sum())
+                    sums[fid][1] += len(pos)
     model.train(was_training)
     total: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     loss_sum_all, loss_n_all = 0.0, 0
@@ -126,13 +127,6 @@ def eval_pass(model: PreTrainedModel, batches: list[Batch], rank: int = 0, world
     nll_by_fact = {fid: (s / n, int(n)) for fid, (s, n) in sorted(total.items()) if n > 0}
     loss = loss_sum_all / loss_n_all if loss_n_all else math.nan
     return EvalPass(nll_by_fact, loss, loss_n_all, time.time() - t0)
-
-
-def _batch_nll(model: PreTrainedModel, b: Batch, device: torch.device) -> torch.Tensor:
-    """[B, T-1] next-token NLL (fp32) of one batch; 0 where nothing is predicted."""
-    logits = model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device)).logits
-    labels = b.labels[:, 1:].to(device)
-    return F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
 
 
 def probe_tables(rows: list[dict[str, Any]], ev: EvalPass, step: int, epoch: float,
