@@ -137,10 +137,9 @@ def probe_cmd(
                                            "float32 or bfloat16")] = "auto",  # fmt: skip
 ) -> None:
     """Score one model once on a benchmark's probes.  Example: kdyn probe --model smollm2-135m-instruct --bench bench/ --out base.parquet"""
+    from kdyn.device import default_device, resolve_precision
     from kdyn.probe.run import probe
     from kdyn.probe.scorer import ScoreConfig
-
-    from kdyn.device import default_device, resolve_precision
 
     t0 = time.time()
     rows = probe(model, bench, out, ScoreConfig(batch_size=batch_size, precision=precision))  # type: ignore[arg-type]

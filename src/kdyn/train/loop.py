@@ -245,10 +245,10 @@ class Loop:
                 self.log_rows.append(row)
                 if self.step % self.tc.log_every == 0:
                     tok_s = tokens / max(dt, 1e-9)
-                    mfu = tok_s * self.flops_per_token / self.world / max(self.peak, 1.0)
-                    if mfu > 1.0:  # the peak was measured on a busier machine than now: measure it again, keep the higher
+                    flops = tok_s * self.flops_per_token / self.world
+                    if flops > self.peak:  # the peak was measured on a busier machine than now: measure it again, keep the higher
                         self.peak = max(self.peak, matmul_peak.__wrapped__(self.peak_dtype, device=str(self.acc.device)))
-                        mfu = tok_s * self.flops_per_token / self.world / max(self.peak, 1.0)
+                    mfu = flops / max(self.peak, 1.0)
                     reporter.print(log_line(self.step, self.total_steps, epoch_float, loss, lr, norm, tok_s, mfu))
                     self.acc.log({"train/loss": loss, "train/lr": lr, "train/grad_norm": norm, "train/tok_s": tok_s}, step=self.step)
                 reporter.at(self.step, epoch_float)
