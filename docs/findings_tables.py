@@ -365,7 +365,7 @@ def circuits_tables(suite: Path) -> str:
     out = [f"{len(runs)} runs (seeds {', '.join(map(str, seeds))}), {len(m['step'].unique())} circuit checkpoints; "
            f"training + probing minutes per run (manifest.json; circuits come after): "
            f"{', '.join(f'{x:.0f}' for x in runs['minutes'])}\n"]
-    cols = [("n_prompts", None), ("jaccard_edges_prev", (0, 1)), ("jaccard_edges_base", (0, 1)), ("jaccard_halves_prev", (0, 1)),
+    cols = [("jaccard_edges_prev", (0, 1)), ("jaccard_edges_base", (0, 1)), ("jaccard_halves_prev", (0, 1)),
             ("noise_floor_jaccard", (0, 1)),
             ("entropy", (0, np.inf)), ("faithfulness", ANY), ("faithfulness_random", ANY), ("mean_source_depth", (0, 1))]
     for rel, g in m.groupby("relation", sort=False):
@@ -373,7 +373,7 @@ def circuits_tables(suite: Path) -> str:
                 "same step) | entropy | faithfulness | random (connected) | mean source depth |", "|---|---|---|---|---|---|---|---|---|---|"]
         for step, h in g.groupby("step"):
             cells = [f"{int(h['n_prompts'].min())}" if h["n_prompts"].nunique() == 1 else f"{int(h['n_prompts'].min())}–{int(h['n_prompts'].max())}"]
-            cells += [seed_ci(h[c].tolist(), b) for c, b in cols[1:]]
+            cells += [seed_ci(h[c].tolist(), b) for c, b in cols]
             out.append(f"| {step} | " + " | ".join(cells) + " |")
         below = g.dropna(subset=["jaccard_halves_prev", "noise_floor_jaccard"])
         gap = below["noise_floor_jaccard"] - below["jaccard_halves_prev"]
