@@ -5,6 +5,7 @@ alternated in one process; model-FLOPs utilisation against the matmul peaks meas
     python benchmarks/train_throughput.py --model tiny-random-llama --config tiny --steps 4
     python benchmarks/train_throughput.py --run runs/quickstart # also: probing share of that run's wall time
     python benchmarks/train_throughput.py --precision float32 --threads 1   # fp32; one thread on a busy machine
+    python benchmarks/train_throughput.py --compile   # also kdyn with train.compile and the Trainer with torch_compile
 
 Prints and writes JSON (default benchmarks/results/train_throughput.json). Each round times kdyn's steps, then
 the Trainer's, then the fp32 and bf16 matmul peaks, so ratio and MFU compare figures taken under the same load
@@ -79,6 +80,8 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=["auto", "bfloat16", "float32"], help="train.precision of both")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--trainer-optim", default=None, help="TrainingArguments.optim (default: the Trainer's default)")
+    ap.add_argument("--compile", action="store_true", help="also time both with torch.compile (after a warm-up that compiles "
+                    "every batch shape; its seconds are reported)")
     ap.add_argument("--out", default="benchmarks/results/train_throughput.json")
     args = ap.parse_args()
     overrides = ([f"model={args.model}"] if args.model else []) + [f"train.precision={args.precision}", f"train.threads={args.threads}"]
@@ -98,12 +101,28 @@ def main() -> None:
     hf_model = load_trainable(cfg.model, cfg.train, torch.device("cpu")).model
     rows = Rows([b for g in groups for b in g])
     timer = Timer()
-    targs = TrainingArguments(output_dir=str(tmp / "hf"), per_device_train_batch_size=cfg.train.batch_size,
-                              gradient_accumulation_steps=cfg.train.grad_accum, learning_rate=cfg.train.optimizer.lr,
-                              max_steps=args.steps, bf16=bf16, use_cpu=True, report_to=[], save_strategy="no",
-                              logging_strategy="no", dataloader_drop_last=True,
-                              **({"optim": args.trainer_optim} if args.trainer_optim else {}))  # fmt: skip
+    targs_kwargs = dict(output_dir=str(tmp / "hf"), per_device_train_batch_size=cfg.train.batch_size,
+                        gradient_accumulation_steps=cfg.train.grad_accum, learning_rate=cfg.train.optimizer.lr,
+                        max_steps=args.steps, bf16=bf16, use_cpu=True, report_to=[], save_strategy="no",
+                        logging_strategy="no", dataloader_drop_last=True,
+                        **({"optim": args.trainer_optim} if args.trainer_optim else {}))  # fmt: skip
+    targs = TrainingArguments(**targs_kwargs)
 
+    compiled, compile_seconds, hf_compiled = None, {}, None
+    if args.compile:
+        # the warm-up trains the model a few steps more: the timed steps are speed, not a result
+        make_accelerator(cfg.train, str(tmp), [])  # TrainingArguments reset Accelerate's shared state
+        compiled = torch.compile(loop.model)
+        loop.train_forward, t0 = compiled, time.perf_counter()
+        for g in {tuple(b.input_ids.shape for b in g): g for g in groups[: args.steps]}.values():
+            loop.train_step(g)
+        compile_seconds["kdyn"] = round(time.perf_counter() - t0, 1)
+        loop.train_forward = loop.model
+        hf_compiled = TrainingArguments(**targs_kwargs, torch_compile=True)
+        t0 = time.perf_counter()  # the Trainer's warm-up: a first compiled run
+        Trainer(model=hf_model, args=hf_compiled, train_dataset=rows, data_collator=pad_collate).train()
+        compile_seconds["trainer"] = round(time.perf_counter() - t0, 1)
+    timed: dict[str, list[float]] = {"kdyn_compiled": [], "trainer_compiled": []}
     kdyn_times, hf_times, kdyn_cpu, hf_cpu = [], [], [], []
     round_peaks: dict[str, list[float]] = {"bfloat16": [], "float32": []}
     for _ in range(args.rounds):
@@ -117,6 +136,17 @@ def main() -> None:
         Trainer(model=hf_model, args=targs, train_dataset=rows, data_collator=pad_collate, callbacks=[timer]).train()
         hf_times += timer.times
         hf_cpu += timer.cpu
+        if compiled is not None:
+            make_accelerator(cfg.train, str(tmp), [])
+            loop.train_forward = compiled
+            for i in range(args.steps):
+                t0 = time.perf_counter()
+                loop.train_step(groups[i % len(groups)])
+                timed["kdyn_compiled"].append(time.perf_counter() - t0)
+            loop.train_forward = loop.model
+            timer.times, timer.cpu = [], []
+            Trainer(model=hf_model, args=hf_compiled, train_dataset=rows, data_collator=pad_collate, callbacks=[timer]).train()
+            timed["trainer_compiled"] += timer.times
         for dtype in (torch.bfloat16, torch.float32):  # uncached: this round's load
             round_peaks[str(dtype).removeprefix("torch.")].append(matmul_peak.__wrapped__(dtype))
     tokens = statistics.median(batch_tokens[: args.steps])
@@ -139,6 +169,15 @@ def main() -> None:
         "step_cpu_seconds": {"kdyn": kdyn_cpu, "trainer": hf_cpu},
         "round_peak_gflops": {k: [round(x / 1e9, 1) for x in v] for k, v in round_peaks.items()},
     }  # fmt: skip
+    if compiled is not None:
+        kc, hc = (tokens / statistics.median(timed[k]) for k in ("kdyn_compiled", "trainer_compiled"))
+        result["compile"] = {
+            "kdyn_tokens_per_s": round(kc, 1), "trainer_tokens_per_s": round(hc, 1),
+            "kdyn_compiled_vs_eager": round(kc / kdyn_tok_s, 3), "kdyn_compiled_vs_trainer": round(kc / hf_tok_s, 3),
+            "kdyn_compiled_vs_trainer_compiled": round(kc / hc, 3),
+            "mfu_vs_bf16_peak_pct": round(100 * kc * fpt / peaks["bfloat16"], 1),
+            "compile_seconds": compile_seconds, "step_seconds": timed,
+        }  # fmt: skip
     if peaks["bfloat16"] < peaks["float32"]:
         result["mfu_vs_bf16_peak_pct"] = None  # an fp32 run measured against a slower bf16 peak is no utilisation
         result["note"] = ("this CPU has no native bf16 matmul (bf16 is slower than fp32 here), so training runs fp32, "

@@ -61,3 +61,12 @@ def test_fp32_losses_equal_the_golden_run(tmp_path, name):
     # stored to 7 significant digits; the speed work moved them by <= 2e-7 (float noise: summation order, fused kernels)
     assert losses == pytest.approx([x for x, _ in GOLDEN[name]], rel=1e-5, abs=0)
     assert norms == pytest.approx([g for _, g in GOLDEN[name]], rel=1e-5, abs=0)
+
+
+def test_compiled_training_step_computes_the_golden_losses(tmp_path):
+    """train.compile=true (inductor) runs the same step: fused kernels move float sums, nothing more."""
+    cfg = load_experiment("tiny", BASE + ["train.compile=true"])
+    train(cfg, tmp_path / "compiled", show_progress=False)
+    log = pq.read_table(tmp_path / "compiled" / "train_log.parquet").to_pylist()
+    assert [r["loss"] for r in log] == pytest.approx([x for x, _ in GOLDEN["full"]], rel=1e-4, abs=0)
+    assert [r["grad_norm"] for r in log] == pytest.approx([g for _, g in GOLDEN["full"]], rel=1e-3, abs=0)

@@ -199,6 +199,7 @@ class TrainConfig:
     precision: Precision = "auto"
     deterministic: bool = True  # deterministic algorithms and a fixed thread count on CPU
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    compile: bool = False  # torch.compile the training forward and backward (probes stay eager): see README Speed
     log_every: int = 1
     bench_dir: str = ""  # use this built benchmark instead of building `bench:` into RUN/bench
     keep_state: bool = False  # keep RUN/state/ (the resume point, GBs for real models) once the run is complete

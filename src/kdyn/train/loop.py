@@ -67,6 +67,9 @@ class Loop:
         optimizer = make_optimizer(self.lm.model, self.tc.optimizer)
         self.scheduler = make_scheduler(optimizer, self.total_steps, self.tc.schedule)
         self.model, self.optimizer = accelerator.prepare(self.lm.model, optimizer)
+        # train.compile: inductor fuses the elementwise work between the matmuls (norms, rotary, SiLU, casts) of the
+        # training step; probes, the training-set loss and KL references call the eager module
+        self.train_forward = torch.compile(self.model) if self.tc.compile else self.model
         self.params = [p for p in self.lm.model.parameters() if p.requires_grad]
         self.sam = SAM(self.params, self.tc.sam) if self.tc.sam.rho > 0 else None
         self.flops_per_token = model_flops_per_token(self.lm.model, self.tc.seq_len)
@@ -102,7 +105,7 @@ class Loop:
                 ids, mask, labels = b.input_ids.to(dev), b.attention_mask.to(dev), b.labels.to(dev)
                 # no attention mask: rows are padded at the end only (data.collate) and attention is causal, so
                 # no real token sees a pad; without one SDPA runs its causal kernel (pads are out of loss and KL)
-                logits = self.model(input_ids=ids).logits
+                logits = self.train_forward(input_ids=ids).logits
                 lm_loss = next_token_loss(logits, labels)
                 loss = lm_loss + self.kl.loss(logits, ids, mask) if self.kl.active else lm_loss
                 self.acc.backward(loss / len(group))
