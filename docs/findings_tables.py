@@ -266,32 +266,53 @@ def loss_knowledge_table(runs: pd.DataFrame, suite: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def exposure_contrast(runs: pd.DataFrame) -> str:
-    """High − low and medium − low exposure, final accuracy of trained facts: each probe's correctness averaged over
-    seeds (same benchmark), bootstrap over the probes of each bucket independently."""
+def seed_averaged(runs: pd.DataFrame) -> pd.DataFrame:
+    """Trained facts' final correctness, each probe averaged over the seeds (same benchmark), with its fact's
+    entity and exposure bucket."""
     bench = runs["path"].iloc[0] / "bench"
-    facts = pd.read_json(bench / "facts.jsonl", lines=True).set_index("fact_id")["exposures"]
-    probes = pd.read_json(bench / "probes.jsonl", lines=True)
-    per_probe = probes.set_index("probe_id")["fact_id"].map(facts)
-    bucket = pd.Series(buckets(per_probe.to_numpy(dtype=np.float64)), index=per_probe.index)
+    facts = pd.read_json(bench / "facts.jsonl", lines=True).set_index("fact_id")
+    probes = pd.read_json(bench / "probes.jsonl", lines=True).set_index("probe_id")["fact_id"]
     per = pd.concat([final_correct(r.path).set_index("probe_id") for r in runs.itertuples()])
     per = per[per["kind"].isin(LEARNED)].assign(correct=lambda d: d["correct"].astype(float))
-    per = per.groupby(["probe_id", "probe_type"])["correct"].mean().reset_index()
-    per["bucket"] = per["probe_id"].map(bucket)
-    out = ["Exposure contrasts (trained facts, seeds averaged per probe, bootstrap over probes within each bucket):\n",
-           "| probe | n low / medium / high | medium − low | high − low |", "|---|---|---|---|"]
+    per = per.groupby(["probe_id", "probe_type", "kind"])["correct"].mean().reset_index()
+    fact = per["probe_id"].map(probes)
+    per["entity"] = fact.map(facts["entity_id"]).to_numpy()
+    per["bucket"] = buckets(fact.map(facts["exposures"]).to_numpy(dtype=np.float64))
+    return per
+
+
+def contrast(per: pd.DataFrame, column: str, ref: str, others: tuple[str, ...], title: str) -> str:
+    """Final accuracy of each level of `column` minus that of `ref`, per probe type: the seeds averaged per probe,
+    a bootstrap over the entities of each level independently (a person's facts move together), 2,000 replicates."""
+    out = [f"{title}\n", f"| probe | n {' / '.join((ref, *others))} (entities) | "
+           + " | ".join(f"{o} − {ref}" for o in others) + " |", "|---|---|" + "---|" * len(others)]
     for pt, part in per.groupby("probe_type"):
-        x = {b: part.loc[part["bucket"] == b, "correct"].to_numpy() for b in ("low", "medium", "high")}
+        x = {b: part[part[column] == b] for b in (ref, *others)}
+        boot = {b: BOOTSTRAP.means(d["correct"].to_numpy(), f"{column}:{pt}:{b}", d["entity"].to_numpy())
+                for b, d in x.items() if len(d)}  # fmt: skip
         cells = []
-        for b in ("medium", "high"):
-            if not (x[b].size and x["low"].size):
+        for b in others:
+            if b not in boot or ref not in boot:
                 cells.append("—")
                 continue
-            boots = BOOTSTRAP.means(x[b], f"exposure:{pt}:{b}") - BOOTSTRAP.means(x["low"], f"exposure:{pt}:low")
-            lo, hi = (float(v[0]) for v in BOOTSTRAP.ci(boots))
-            cells.append(f"{x[b].mean() - x['low'].mean():+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if lo > 0 or hi < 0 else ''}")
-        out.append(f"| {pt} | {x['low'].size} / {x['medium'].size} / {x['high'].size} | {cells[0]} | {cells[1]} |")
+            lo, hi = (float(v[0]) for v in BOOTSTRAP.ci(boot[b] - boot[ref]))
+            diff = x[b]["correct"].mean() - x[ref]["correct"].mean()
+            cells.append(f"{diff:+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if lo > 0 or hi < 0 else ''}")
+        sizes = " / ".join(f"{len(d)} ({d['entity'].nunique()})" for d in x.values())
+        out.append(f"| {pt} | {sizes} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+def exposure_contrast(runs: pd.DataFrame) -> str:
+    """D2: high and medium exposure against low, trained facts of every kind pooled."""
+    return contrast(seed_averaged(runs), "bucket", "low", ("medium", "high"),
+                    "Exposure contrasts (trained facts, seeds averaged per probe, bootstrap over entities within each bucket):")
+
+
+def kind_contrast(runs: pd.DataFrame) -> str:
+    """D1: related and updated facts against new ones."""
+    return contrast(seed_averaged(runs), "kind", "new", ("related", "updated"),
+                    "Kind contrasts (final accuracy, seeds averaged per probe, bootstrap over entities within each kind):")
 
 
 def relevance_tables(suite: Path) -> str:
@@ -334,7 +355,7 @@ def relevance_tables(suite: Path) -> str:
                 f"{getattr(r, f'{m}_mean'):.2f} [{max(0.0, getattr(r, f'{m}_lo')):.2f}, {min(1.0, getattr(r, f'{m}_hi')):.2f}]")
             out.append(f"| {r.bucket} | {r.probe_type} | {f('acc_final')} | {f('backward_transfer')} | {f('consolidation_rate')} |")
         out += ["", exposure_contrast(runs)]
-    out += ["", loss_knowledge_table(runs, "relevance")]
+    out += ["", kind_contrast(runs), "", loss_knowledge_table(runs, "relevance")]
     return "\n".join(out) + "\n"
 
 

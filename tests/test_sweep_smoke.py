@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -132,3 +133,21 @@ def test_findings_tables_read_control_runs_beside_the_suite(smoke, capsys, tmp_p
     rows = [line for line in text.splitlines() if line.startswith("| full8 (1, ")]
     assert [r.split(" | ")[1] for r in rows] == ["full", "formats", "sam+formats", "paraphrase"]
     assert rows[0].count("+0.000 [+0.000, +0.000]") == 5  # the control here is full-s0 itself: no difference
+
+
+def test_findings_tables_contrast_kinds_with_an_entity_bootstrap(smoke, capsys, tmp_path):
+    """The relevance tables give D1's kind contrasts (related and updated − new) and D2's exposure contrasts, each
+    with an interval from a bootstrap over entities; the contrast itself is the difference of the levels' means."""
+    out, _ = smoke
+    (tmp_path / "relevance").mkdir()
+    (tmp_path / "relevance" / "full-s0").symlink_to(out / "full-s0")
+    module = findings_tables()
+    assert module.main([str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "Kind contrasts" in text and "| probe | n new / related / updated (entities) | related − new | updated − new |" in text
+    per = pd.DataFrame({"probe_type": "cloze", "kind": ["new"] * 4 + ["related"] * 4, "correct": [0, 0, 1, 1, 1, 1, 1, 1.0],
+                        "entity": ["a", "a", "b", "b", "c", "c", "d", "e"]})  # fmt: skip
+    table = module.contrast(per, "kind", "new", ("related",), "t")
+    row = table.splitlines()[-1]
+    assert row.startswith("| cloze | 4 (2) / 4 (3) | +0.500 [")  # 1.0 − 0.5; new's 2 entities: all 0, all 1
+    assert "[+0.000, +1.000]" in row  # resampling the 2 new entities gives 0, 0.5 or 1
