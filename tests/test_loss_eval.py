@@ -123,3 +123,27 @@ def test_eval_pass_runs_in_the_probe_precision_and_restores_the_weights(tiny_run
     assert fp32.loss == pytest.approx(reference_loss("tiny-random-llama", bench)[0], rel=1e-4)
     assert bf16.loss == pytest.approx(fp32.loss, rel=2e-2) and bf16.loss != fp32.loss  # really ran in bf16
     assert bf16.fact_nll.keys() == fp32.fact_nll.keys()
+
+
+@pytest.mark.parametrize("fact_docs", ["first_copy", "all"])
+def test_identical_documents_run_once_and_count_once_per_copy(tiny_run, fact_docs):
+    """Copies of a document in one wording are one row weighted by their count: the loss, its token count and
+    every fact's NLL equal those of each document on its own row (here: each document in a batch of its own)."""
+    from kdyn.train.probing import eval_batches, eval_pass
+
+    bench = load_benchmark(tiny_run / "bench")
+    lm = load_model("tiny-random-llama")
+    docs = tokenize_documents(bench.documents, bench.facts_by_id, lm.tokenizer)
+    docs += [d for d in docs[:3]]  # more copies of three documents: these rows would run twice
+    assert len({tuple(d.ids) for d in docs}) < len(docs)
+    seq_len = max(len(d.ids) for d in docs)  # a document a row
+    batches = eval_batches(docs, fact_docs, seq_len, 4, lm.tokenizer.pad_token_id)
+    assert sum(len(b.weights) for b in batches) == len({tuple(d.ids) for d in docs})  # one row per distinct text
+    assert sum(sum(b.weights) for b in batches) == len(docs)
+    alone = [b for d in docs for b in eval_batches([d], fact_docs, seq_len, 1, lm.tokenizer.pad_token_id)]
+    got, want = eval_pass(lm.model, batches), eval_pass(lm.model, alone)
+    assert got.tokens == want.tokens == sum(len(d.ids) - 1 for d in docs)
+    assert got.loss == pytest.approx(want.loss, rel=1e-5)
+    assert got.fact_nll.keys() == want.fact_nll.keys() and got.fact_nll
+    for fid, (nll, n) in want.fact_nll.items():
+        assert got.fact_nll[fid][1] == n and got.fact_nll[fid][0] == pytest.approx(nll, rel=1e-5)

@@ -33,6 +33,7 @@ class Batch:
     labels: torch.Tensor  # [B, L], -100 on padding
     attention_mask: torch.Tensor  # [B, L]
     spans: list[list[tuple[str, list[int]]]]  # per row: (fact_id, positions in the row)
+    weights: list[int] | None = None  # per row: the identical documents it stands for (eval batches; None: 1 each)
 
     @property
     def tokens(self) -> int:

@@ -70,24 +70,43 @@ def score_sharded(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
 def eval_batches(docs: list[TokDoc], fact_docs: str, seq_len: int, batch_size: int, pad_id: int) -> list[Batch]:
     """Every document on its own row (longer ones split at seq_len), sorted by length so rows of a batch are
     near equal (little padding), at most batch_size x seq_len tokens a batch. Object-token spans are kept
-    only in the documents `fact_docs` names ("all", "first_copy", "none")."""
+    only in the documents `fact_docs` names ("all", "first_copy", "none"). Identical rows (copies of a document
+    in one wording: 28% of the relevance suite's tokens) run once, weighted by their count (`Batch.weights`)."""
     if fact_docs not in FACT_DOCS:
         raise unknown("choice of fact-loss documents", fact_docs, FACT_DOCS)
-    pieces = []
+    same: dict[tuple[int, ...], list[tuple[TokDoc, int, int]]] = {}
     for d in docs:
         spans = fact_docs == "all" or (fact_docs == "first_copy" and d.copy_index == 0)
         d = d if spans else dataclasses.replace(d, fact_tokens=[])
-        pieces += [[(d, s, min(s + seq_len, len(d.ids)))] for s in range(0, len(d.ids), seq_len)]
-    pieces.sort(key=lambda row: row[0][2] - row[0][1])
+        for s in range(0, len(d.ids), seq_len):
+            e = min(s + seq_len, len(d.ids))
+            same.setdefault(tuple(d.ids[s:e]), []).append((d, s, e))
+    pieces = sorted(((_one_row(group), len(group)) for group in same.values()), key=lambda row: row[0][2] - row[0][1])
     budget, out, current = batch_size * seq_len, [], []
-    for row in pieces:  # ascending lengths: this row is the widest so far
-        if current and (len(current) + 1) * (row[0][2] - row[0][1]) > budget:
-            out.append(collate(current, seq_len, pad_id))
-            current = []
-        current.append(row)
+
+    def flush() -> None:
+        batch = collate([[piece] for piece, _ in current], seq_len, pad_id)
+        batch.weights = [n for _, n in current]
+        out.append(batch)
+        current.clear()
+
+    for piece, n in pieces:  # ascending lengths: this row is the widest so far
+        if current and (len(current) + 1) * (piece[2] - piece[1]) > budget:
+            flush()
+        current.append((piece, n))
     if current:
-        out.append(collate(current, seq_len, pad_id))
+        flush()
     return out
+
+
+def _one_row(group: list[tuple[TokDoc, int, int]]) -> tuple[TokDoc, int, int]:
+    """Identical pieces as the first of them, carrying every piece's object-token spans (moved to its offsets):
+    a span counts once per document that has it, as if each ran on its own row."""
+    d0, s0, e0 = group[0]
+    if len(group) == 1:
+        return group[0]
+    spans = [(fid, [p - s + s0 for p in pos if s <= p < e]) for d, s, e in group for fid, pos in d.fact_tokens]
+    return dataclasses.replace(d0, fact_tokens=[(fid, pos) for fid, pos in spans if pos]), s0, e0
 
 
 @torch.inference_mode()
@@ -109,8 +128,10 @@ def eval_pass(model: PreTrainedModel, batches: list[Batch], rank: int = 0, world
             labels = b.labels[:, 1:].to(device)
             nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
             predicted = labels != -100
-            loss_sum += float(nll[predicted].sum())
-            loss_n += int(predicted.sum())
+            # a row standing for n identical documents counts n times in the loss (its spans carry every copy's)
+            w = torch.tensor(b.weights, device=device)[:, None] if b.weights is not None else None
+            loss_sum += float((nll if w is None else nll * w)[predicted].sum())
+            loss_n += int(predicted.sum() if w is None else (predicted * w).sum())
             for i, spans in enumerate(b.spans):
                 for fid, pos in spans:
                     idx = torch.tensor(pos, device=device) - 1  # logits at p-1 predict token p
