@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -310,9 +311,63 @@ def exposure_contrast(runs: pd.DataFrame) -> str:
 
 
 def kind_contrast(runs: pd.DataFrame) -> str:
-    """D1: related and updated facts against new ones."""
-    return contrast(seed_averaged(runs), "kind", "new", ("related", "updated"),
-                    "Kind contrasts (final accuracy, seeds averaged per probe, bootstrap over entities within each kind):")
+    """D1: related and updated facts against new ones, as they are and at new facts' exposure."""
+    per = seed_averaged(runs)
+    return "\n".join([
+        contrast(per, "kind", "new", ("related", "updated"),
+                 "Kind contrasts (final accuracy, seeds averaged per probe, bootstrap over entities within each kind):"),
+        standardised_contrast(per, ("related", "updated"))])  # fmt: skip
+
+
+def standardised_contrast(per: pd.DataFrame, others: tuple[str, ...], ref: str = "new") -> str:
+    """Each kind's exposure buckets weighted as `ref`'s (a person's facts share one exposure draw, so new facts are
+    seen more often than related or updated ones): Σ_b w_b (acc_kind,b − acc_ref,b), w_b = ref's share in bucket b;
+    a bootstrap over entities within each kind × bucket cell (cells share no entity)."""
+    out = [f"Kind contrasts at {ref} facts' exposure (buckets weighted as {ref}'s; bootstrap over entities per kind × bucket):\n",
+           "| probe | " + " | ".join(f"{o} − {ref}" for o in others) + " |", "|---|" + "---|" * len(others)]  # fmt: skip
+    for pt, part in per.groupby("probe_type"):
+        w = part[part["kind"] == ref]["bucket"].value_counts(normalize=True)
+        cells = []
+        for o in others:
+            diff, boot = 0.0, 0.0
+            for b, share in w.items():
+                x = {k: part[(part["kind"] == k) & (part["bucket"] == b)] for k in (o, ref)}
+                if not all(len(d) for d in x.values()):
+                    diff = math.nan
+                    break
+                means = {k: BOOTSTRAP.means(d["correct"].to_numpy(), f"std:{pt}:{k}:{b}", d["entity"].to_numpy())
+                         for k, d in x.items()}  # fmt: skip
+                diff += share * (x[o]["correct"].mean() - x[ref]["correct"].mean())
+                boot = boot + share * (means[o] - means[ref])
+            if math.isnan(diff):
+                cells.append("— (an empty bucket)")
+                continue
+            lo, hi = (float(v[0]) for v in BOOTSTRAP.ci(boot))
+            cells.append(f"{diff:+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if lo > 0 or hi < 0 else ''}")
+        out.append(f"| {pt} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def base_to_final(runs: pd.DataFrame) -> str:
+    """H1, H2, M5: every known and skill probe, right and wrong at the base, base → final (mean over runs)."""
+    rows = []
+    for r in runs.itertuples():
+        p = pd.read_parquet(r.path / "probes.parquet", columns=["probe_id", "kind", "probe_type", "step", "correct"])
+        base = p[p["step"] == p["step"].min()].set_index("probe_id")
+        final = p[p["step"] == p["step"].max()].set_index("probe_id")["correct"].astype(bool)
+        for (kind, pt), g in base[base["kind"].isin(["known", "skill"])].groupby(["kind", "probe_type"]):
+            b, f = g["correct"].astype(bool), final.loc[g.index]
+            rows.append({"group": f"{kind} {pt}", "n": len(g), "right": int(b.sum()), "base": b.mean(), "final": f.mean(),
+                         "lost": int((b & ~f).sum()), "gained": int((~b & f).sum())})  # fmt: skip
+    d = pd.DataFrame(rows).groupby("group", sort=False).mean()
+    out = ["Known facts and skills, base → final, every probe (right and wrong at the base; mean over runs):\n",
+           "| group | probes | right at the base | accuracy base → final | right → wrong (F of those right) | "
+           "wrong → right (BT of those wrong) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for g, x in d.iterrows():
+        wrong = x["n"] - x["right"]
+        out.append(f"| {g} | {x['n']:.0f} | {x['right']:.1f} | {x['base']:.3f} → {x['final']:.3f} | {x['lost']:.1f} "
+                   f"({x['lost'] / x['right']:.2f}) | {x['gained']:.1f} ({x['gained'] / wrong if wrong else math.nan:.2f}) |")  # fmt: skip
+    return "\n".join(out) + "\n"
 
 
 def relevance_tables(suite: Path) -> str:
@@ -355,7 +410,7 @@ def relevance_tables(suite: Path) -> str:
                 f"{getattr(r, f'{m}_mean'):.2f} [{max(0.0, getattr(r, f'{m}_lo')):.2f}, {min(1.0, getattr(r, f'{m}_hi')):.2f}]")
             out.append(f"| {r.bucket} | {r.probe_type} | {f('acc_final')} | {f('backward_transfer')} | {f('consolidation_rate')} |")
         out += ["", exposure_contrast(runs)]
-    out += ["", kind_contrast(runs), "", loss_knowledge_table(runs, "relevance")]
+    out += ["", kind_contrast(runs), "", base_to_final(runs), "", loss_knowledge_table(runs, "relevance")]
     return "\n".join(out) + "\n"
 
 

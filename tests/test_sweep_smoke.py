@@ -145,9 +145,22 @@ def test_findings_tables_contrast_kinds_with_an_entity_bootstrap(smoke, capsys, 
     assert module.main([str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "Kind contrasts" in text and "| probe | n new / related / updated (entities) | related − new | updated − new |" in text
+    assert "Kind contrasts at new facts' exposure" in text
     per = pd.DataFrame({"probe_type": "cloze", "kind": ["new"] * 4 + ["related"] * 4, "correct": [0, 0, 1, 1, 1, 1, 1, 1.0],
                         "entity": ["a", "a", "b", "b", "c", "c", "d", "e"]})  # fmt: skip
     table = module.contrast(per, "kind", "new", ("related",), "t")
     row = table.splitlines()[-1]
     assert row.startswith("| cloze | 4 (2) / 4 (3) | +0.500 [")  # 1.0 − 0.5; new's 2 entities: all 0, all 1
     assert "[+0.000, +1.000]" in row  # resampling the 2 new entities gives 0, 0.5 or 1
+
+
+def test_kind_contrast_at_equal_exposure_removes_a_difference_that_is_only_exposure():
+    """Related facts seen less often look worse than new ones; weighted to new facts' exposure buckets they are
+    level, as within every bucket they are."""
+    module = findings_tables()
+    per = pd.DataFrame({"probe_type": "qa", "kind": ["new"] * 4 + ["related"] * 4, "correct": [0, 0, 1, 1, 0, 0, 0, 1.0],
+                        "bucket": ["low", "low", "high", "high", "low", "low", "low", "high"],
+                        "entity": ["a", "a", "b", "b", "c", "d", "e", "f"]})  # fmt: skip
+    raw = module.contrast(per, "kind", "new", ("related",), "t").splitlines()[-1]
+    assert "| -0.250 [" in raw  # 0.25 − 0.5
+    assert module.standardised_contrast(per, ("related",)).splitlines()[-1] == "| qa | +0.000 [+0.000, +0.000] |"
