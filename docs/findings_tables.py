@@ -94,6 +94,12 @@ def known_forgetting(finals: dict[str, pd.DataFrame], names: list[str], ptype: s
     return out
 
 
+def interval_cell(diff: float, replicates: np.ndarray) -> str:
+    """'+d [lo, hi]' with the 95% percentile interval of the bootstrap replicates, and ' *' when it excludes 0."""
+    lo, hi = (float(v[0]) for v in BOOTSTRAP.ci(replicates))
+    return f"{diff:+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if lo > 0 or hi < 0 else ''}"
+
+
 def paired(finals: dict[str, pd.DataFrame], a: list[str], b: list[str], kinds: tuple[str, ...], ptype: str) -> str:
     """B − A in final accuracy, paired by probe (seeds averaged per probe), bootstrap CI over probes."""
 
@@ -104,9 +110,7 @@ def paired(finals: dict[str, pd.DataFrame], a: list[str], b: list[str], kinds: t
     diff = (mean_over(b) - mean_over(a)).dropna().to_numpy()
     if diff.size == 0:
         return "—"
-    lo, hi = (float(v[0]) for v in BOOTSTRAP.ci(BOOTSTRAP.means(diff, f"paired:{kinds}:{ptype}")))
-    mark = " *" if lo > 0 or hi < 0 else ""
-    return f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}"
+    return interval_cell(diff.mean(), BOOTSTRAP.means(diff, f"paired:{kinds}:{ptype}"))
 
 
 def strategies_tables(suite: Path) -> str:
@@ -296,23 +300,20 @@ def contrast(per: pd.DataFrame, column: str, ref: str, others: tuple[str, ...], 
             if b not in boot or ref not in boot:
                 cells.append("—")
                 continue
-            lo, hi = (float(v[0]) for v in BOOTSTRAP.ci(boot[b] - boot[ref]))
-            diff = x[b]["correct"].mean() - x[ref]["correct"].mean()
-            cells.append(f"{diff:+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if lo > 0 or hi < 0 else ''}")
+            cells.append(interval_cell(x[b]["correct"].mean() - x[ref]["correct"].mean(), boot[b] - boot[ref]))
         sizes = " / ".join(f"{len(d)} ({d['entity'].nunique()})" for d in x.values())
         out.append(f"| {pt} | {sizes} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
-def exposure_contrast(runs: pd.DataFrame) -> str:
-    """D2: high and medium exposure against low, trained facts of every kind pooled."""
-    return contrast(seed_averaged(runs), "bucket", "low", ("medium", "high"),
+def exposure_contrast(per: pd.DataFrame) -> str:
+    """D2: high and medium exposure against low, trained facts of every kind pooled (`per`: seed_averaged)."""
+    return contrast(per, "bucket", "low", ("medium", "high"),
                     "Exposure contrasts (trained facts, seeds averaged per probe, bootstrap over entities within each bucket):")
 
 
-def kind_contrast(runs: pd.DataFrame) -> str:
-    """D1: related and updated facts against new ones, as they are and at new facts' exposure."""
-    per = seed_averaged(runs)
+def kind_contrast(per: pd.DataFrame) -> str:
+    """D1: related and updated facts against new ones, as they are and at new facts' exposure (`per`: seed_averaged)."""
     return "\n".join([
         contrast(per, "kind", "new", ("related", "updated"),
                  "Kind contrasts (final accuracy, seeds averaged per probe, bootstrap over entities within each kind):"),
@@ -342,8 +343,7 @@ def standardised_contrast(per: pd.DataFrame, others: tuple[str, ...], ref: str =
             if math.isnan(diff):
                 cells.append("— (an empty bucket)")
                 continue
-            lo, hi = (float(v[0]) for v in BOOTSTRAP.ci(boot))
-            cells.append(f"{diff:+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if lo > 0 or hi < 0 else ''}")
+            cells.append(interval_cell(diff, boot))
         out.append(f"| {pt} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -352,11 +352,9 @@ def base_to_final(runs: pd.DataFrame) -> str:
     """H1, H2, M5: every known and skill probe, right and wrong at the base, base → final (mean over runs)."""
     rows = []
     for r in runs.itertuples():
-        p = pd.read_parquet(r.path / "probes.parquet", columns=["probe_id", "kind", "probe_type", "step", "correct"])
-        base = p[p["step"] == p["step"].min()].set_index("probe_id")
-        final = p[p["step"] == p["step"].max()].set_index("probe_id")["correct"].astype(bool)
-        for (kind, pt), g in base[base["kind"].isin(["known", "skill"])].groupby(["kind", "probe_type"]):
-            b, f = g["correct"].astype(bool), final.loc[g.index]
+        finals = final_correct(r.path)
+        for (kind, pt), g in finals[finals["kind"].isin(["known", "skill"])].groupby(["kind", "probe_type"]):
+            b, f = g["base"].astype(bool), g["correct"].astype(bool)
             rows.append({"group": f"{kind} {pt}", "n": len(g), "right": int(b.sum()), "base": b.mean(), "final": f.mean(),
                          "lost": int((b & ~f).sum()), "gained": int((~b & f).sum())})  # fmt: skip
     d = pd.DataFrame(rows).groupby("group", sort=False).mean()
@@ -399,6 +397,7 @@ def relevance_tables(suite: Path) -> str:
         ever = part["first_epoch"].notna()
         out.append(f"| {kind} | {pt} | {int(ever.sum())} / {len(part)} | {part.loc[ever, 'first_epoch'].median():.0f} | "
                    f"{part.loc[ever, 'first_epoch'].mean():.2f} |")
+    per = seed_averaged(runs)
     exp = comp / "exposure_seeds.parquet"
     if exp.exists():
         e = pd.read_parquet(exp)
@@ -409,8 +408,8 @@ def relevance_tables(suite: Path) -> str:
             f = lambda m: "—" if not np.isfinite(getattr(r, f"{m}_mean")) else (  # noqa: E731
                 f"{getattr(r, f'{m}_mean'):.2f} [{max(0.0, getattr(r, f'{m}_lo')):.2f}, {min(1.0, getattr(r, f'{m}_hi')):.2f}]")
             out.append(f"| {r.bucket} | {r.probe_type} | {f('acc_final')} | {f('backward_transfer')} | {f('consolidation_rate')} |")
-        out += ["", exposure_contrast(runs)]
-    out += ["", kind_contrast(runs), "", base_to_final(runs), "", loss_knowledge_table(runs, "relevance")]
+        out += ["", exposure_contrast(per)]
+    out += ["", kind_contrast(per), "", base_to_final(runs), "", loss_knowledge_table(runs, "relevance")]
     return "\n".join(out) + "\n"
 
 
