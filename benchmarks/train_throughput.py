@@ -122,31 +122,35 @@ def main() -> None:
         t0 = time.perf_counter()  # the Trainer's warm-up: a first compiled run
         Trainer(model=hf_model, args=hf_compiled, train_dataset=rows, data_collator=pad_collate).train()
         compile_seconds["trainer"] = round(time.perf_counter() - t0, 1)
+
+    def kdyn_steps(forward: torch.nn.Module) -> tuple[list[float], list[float]]:
+        """Wall and CPU seconds of args.steps kdyn steps with `forward` as the training forward."""
+        make_accelerator(cfg.train, str(tmp), [])  # TrainingArguments / Trainer reset Accelerate's shared state
+        loop.train_forward, times, cpu = forward, [], []
+        for i in range(args.steps):
+            t0, c0 = time.perf_counter(), time.process_time()
+            loop.train_step(groups[i % len(groups)])
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        loop.train_forward = loop.model
+        return times, cpu
+
+    def trainer_steps(trainer_args: TrainingArguments) -> tuple[list[float], list[float]]:
+        timer.times, timer.cpu = [], []
+        Trainer(model=hf_model, args=trainer_args, train_dataset=rows, data_collator=pad_collate, callbacks=[timer]).train()
+        return timer.times, timer.cpu
+
     timed: dict[str, list[float]] = {"kdyn_compiled": [], "trainer_compiled": []}
     kdyn_times, hf_times, kdyn_cpu, hf_cpu = [], [], [], []
     round_peaks: dict[str, list[float]] = {"bfloat16": [], "float32": []}
     for _ in range(args.rounds):
-        make_accelerator(cfg.train, str(tmp), [])  # TrainingArguments / Trainer reset Accelerate's shared state
-        for i in range(args.steps):
-            t0, c0 = time.perf_counter(), time.process_time()
-            loop.train_step(groups[i % len(groups)])
-            kdyn_times.append(time.perf_counter() - t0)
-            kdyn_cpu.append(time.process_time() - c0)
-        timer.times, timer.cpu = [], []
-        Trainer(model=hf_model, args=targs, train_dataset=rows, data_collator=pad_collate, callbacks=[timer]).train()
-        hf_times += timer.times
-        hf_cpu += timer.cpu
+        times, cpu = kdyn_steps(loop.model)
+        kdyn_times, kdyn_cpu = kdyn_times + times, kdyn_cpu + cpu
+        times, cpu = trainer_steps(targs)
+        hf_times, hf_cpu = hf_times + times, hf_cpu + cpu
         if compiled is not None:
-            make_accelerator(cfg.train, str(tmp), [])
-            loop.train_forward = compiled
-            for i in range(args.steps):
-                t0 = time.perf_counter()
-                loop.train_step(groups[i % len(groups)])
-                timed["kdyn_compiled"].append(time.perf_counter() - t0)
-            loop.train_forward = loop.model
-            timer.times, timer.cpu = [], []
-            Trainer(model=hf_model, args=hf_compiled, train_dataset=rows, data_collator=pad_collate, callbacks=[timer]).train()
-            timed["trainer_compiled"] += timer.times
+            timed["kdyn_compiled"] += kdyn_steps(compiled)[0]
+            timed["trainer_compiled"] += trainer_steps(hf_compiled)[0]
         for dtype in (torch.bfloat16, torch.float32):  # uncached: this round's load
             round_peaks[str(dtype).removeprefix("torch.")].append(matmul_peak.__wrapped__(dtype))
     tokens = statistics.median(batch_tokens[: args.steps])
