@@ -12,14 +12,15 @@ from scipy.stats import binomtest
 from typer.testing import CliRunner
 
 from kdyn import plan
+from kdyn.analysis import power
 from kdyn.cli import app
 
 
 @pytest.mark.parametrize("n", [10, 24, 80, 200])
 def test_wilson_halfwidth_matches_scipy(n):
     lo, hi = binomtest(n // 2, n).proportion_ci(method="wilson")
-    assert plan.wilson_halfwidth(n, (n // 2) / n) == pytest.approx((hi - lo) / 2, abs=1e-12)
-    assert math.isnan(plan.wilson_halfwidth(0))
+    assert power.wilson_halfwidth(n, (n // 2) / n) == pytest.approx((hi - lo) / 2, abs=1e-12)
+    assert math.isnan(power.wilson_halfwidth(0))
 
 
 def simulated_power(n: int, p10: float, p01: float, reps: int = 40_000, seed: int = 0) -> float:
@@ -35,15 +36,15 @@ def simulated_power(n: int, p10: float, p01: float, reps: int = 40_000, seed: in
 @pytest.mark.parametrize("n", [100, 300])
 def test_mcnemar_mdd_has_80_percent_power_in_simulation(n):
     psi = 0.5
-    delta = plan.mdd_paired(n, psi)
+    delta = power.mdd_paired(n, psi)
     assert 0 < delta < psi
     assert simulated_power(n, (psi + delta) / 2, (psi - delta) / 2) == pytest.approx(0.80, abs=0.025)
-    assert plan.n_for_paired(delta, psi) in (n, n + 1)  # the inverse formula gives the n back
+    assert power.n_for_paired(delta, psi) in (n, n + 1)  # the inverse formula gives the n back
 
 
 def test_two_sample_mdd_has_80_percent_power_in_simulation():
     n1, n2 = 150, 90
-    d = plan.mdd_groups(n1, n2)
+    d = power.mdd_groups(n1, n2)
     rng = np.random.default_rng(1)
     a = rng.binomial(n1, 0.5 + d / 2, size=40_000) / n1
     b = rng.binomial(n2, 0.5 - d / 2, size=40_000) / n2
@@ -52,9 +53,9 @@ def test_two_sample_mdd_has_80_percent_power_in_simulation():
 
 
 def test_too_few_items_detect_nothing():
-    assert math.isnan(plan.mdd_paired(6))  # even δ = ψ needs more than 6 pairs
-    assert math.isnan(plan.mdd_paired(13)) and plan.mdd_paired(14) < 0.5  # docs/metrics.md: null for n ≤ 13
-    assert plan.n_for_halfwidth(0.10) == 93 and plan.wilson_halfwidth(93) <= 0.10 < plan.wilson_halfwidth(92)
+    assert math.isnan(power.mdd_paired(6))  # even δ = ψ needs more than 6 pairs
+    assert math.isnan(power.mdd_paired(13)) and power.mdd_paired(14) < 0.5  # docs/metrics.md: null for n ≤ 13
+    assert power.n_for_halfwidth(0.10) == 93 and power.wilson_halfwidth(93) <= 0.10 < power.wilson_halfwidth(92)
 
 
 def test_plan_of_the_tiny_config_counts_its_groups():
@@ -109,7 +110,7 @@ def test_verdicts_say_why_nothing_is_detectable_instead_of_printing_nan():
 
 def test_a_difference_beyond_1_is_nothing_detectable():
     """Two rates differ by at most 1: tiny groups detect nothing (the strategies suite's D2 read "≥ 1.43")."""
-    assert math.isnan(plan.mdd_groups(2, 3)) and plan.mdd_groups(40, 40) < 1
+    assert math.isnan(power.mdd_groups(2, 3)) and power.mdd_groups(40, 40) < 1
     p = plan.Plan("test", [plan.Group("new", "cloze", 20)], {"cloze": {"low": 2, "high": 3}}, [])
     (d2,) = plan.claims(p, ["D2"], None, 0.2, 0.1)
     assert "2 low and 3 high-exposure probes are too few to detect any difference" in d2["why"] and "nan" not in d2["why"]

@@ -26,7 +26,8 @@ from kdyn.bench.build import build_bench
 from kdyn.cli import app
 from kdyn.experiment import load_bench_config, load_experiment
 from kdyn.io import read_json, read_jsonl, sha256_file, write_json, write_jsonl
-from kdyn.plan import mdd_paired, plan_of_run
+from kdyn.analysis.power import mdd_paired
+from kdyn.plan import plan_of_run
 from kdyn.report import report
 from kdyn.report.data import load_run_data
 from kdyn.report.power import power_line

@@ -3,15 +3,11 @@
     kdyn plan quickstart                 # group sizes, interval half-widths, detectable differences, claim verdicts
     kdyn plan relevance --probe-base     # a built-in suite; score the base model once for the known facts right at it
 
-Every number is a closed formula (docs/metrics.md, "Power: kdyn plan"), at α = 0.05 and 80% power:
-- `acc_halfwidth`: the Wilson 95% half-width of one group's accuracy, at p = 0.5 (the worst case) or at the
-  base model's accuracy (`--probe-base`);
-- `f_halfwidth`: the same for a forgetting rate F over the known facts right at the base (worst case p = 0.5);
-  without `--probe-base` every known probe counts, which is an upper bound on n (so the half-width is a lower bound);
-- `mdd_paired`: the smallest difference in accuracy between two runs on the same items that McNemar's test detects,
-  from Connor's (1987) sample size n = (z_{α/2}·√ψ + z_β·√(ψ − δ²))² / δ², solved for δ, with the discordant share
-  ψ = 0.5 (two independent runs at accuracy 0.5: the worst case);
-- `mdd_groups`: the smallest difference between two groups of different items (two-sample z test, p = 0.5).
+For every group: `acc_halfwidth` (the Wilson 95% half-width of its accuracy, at p = 0.5, the worst case, or at
+the base model's accuracy with `--probe-base`), `f_halfwidth` (the same for the forgetting rate F over the known
+facts right at the base; without `--probe-base` every known probe counts, an upper bound on n) and `mdd_paired`
+(the smallest paired difference between two runs McNemar's test detects); between groups of different items,
+`mdd_groups`. The formulas are in `kdyn.analysis.power` (docs/metrics.md, "Power: kdyn plan").
 A claim "can decide" when the difference it needs is at most `effect` (default 0.15) or the interval it needs is at
 most `halfwidth` wide (default 0.10); otherwise the verdict names what is too small and the size that would do.
 """
@@ -24,64 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scipy.stats import norm
+from kdyn.analysis.power import mdd_groups, mdd_paired, n_for_groups, n_for_halfwidth, n_for_paired, wilson_halfwidth
 
-Z_ALPHA = float(norm.ppf(0.975))  # two-sided 5%
-Z_BETA = float(norm.ppf(0.80))  # 80% power
 EXPOSURE_BUCKETS = (("low", 1, 1), ("medium", 2, 5), ("high", 6, 10**9))  # copies per epoch (DynamicKnowledgeCircuits)
 CIRCUIT_PROMPTS = 64  # rule of thumb (not a power calculation): 11 prompts gave a split-half floor as high as the change
 CHANGEPOINT_CHECKPOINTS = 5  # the change-point test needs at least this many circuit checkpoints
-
-
-def wilson_halfwidth(n: int, p: float = 0.5, z: float = Z_ALPHA) -> float:
-    """Half the width of the Wilson interval of a rate p observed on n items (NaN for n = 0)."""
-    if n <= 0:
-        return math.nan
-    return z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-
-
-def mdd_paired(n: int, psi: float = 0.5) -> float:
-    """Smallest δ = p10 − p01 McNemar detects on n pairs with discordant share ψ (Connor 1987), α 0.05, power 0.8."""
-    if n <= 0:
-        return math.nan
-
-    def needed(delta: float) -> float:
-        return (Z_ALPHA * math.sqrt(psi) + Z_BETA * math.sqrt(max(psi - delta * delta, 0.0))) ** 2 / (delta * delta)
-
-    lo, hi = 1e-6, psi
-    if needed(hi) > n:
-        return math.nan  # not even the largest possible difference is detectable
-    for _ in range(100):  # needed() falls as δ grows: bisect for needed(δ) = n
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if needed(mid) > n else (lo, mid)
-    return hi
-
-
-def mdd_groups(n1: int, n2: int, p: float = 0.5) -> float:
-    """Smallest difference between two independent groups' rates a two-sample z test detects (α 0.05, power 0.8)."""
-    if n1 <= 0 or n2 <= 0:
-        return math.nan
-    delta = (Z_ALPHA + Z_BETA) * math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
-    return delta if delta <= 1 else math.nan  # two rates cannot differ by more than 1: nothing is detectable
-
-
-def n_for_paired(effect: float, psi: float = 0.5) -> int:
-    return math.ceil((Z_ALPHA * math.sqrt(psi) + Z_BETA * math.sqrt(psi - effect * effect)) ** 2 / effect**2)
-
-
-def n_for_groups(effect: float, p: float = 0.5) -> int:
-    return math.ceil(2 * p * (1 - p) * ((Z_ALPHA + Z_BETA) / effect) ** 2)
-
-
-def n_for_halfwidth(width: float, p: float = 0.5) -> int:
-    n = 1
-    while wilson_halfwidth(n, p) > width:
-        n *= 2
-    lo = n // 2
-    while lo + 1 < n:  # the smallest n with half-width ≤ width
-        mid = (lo + n) // 2
-        lo, n = (lo, mid) if wilson_halfwidth(mid, p) <= width else (mid, n)
-    return n
 
 
 @dataclass

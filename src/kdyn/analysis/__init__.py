@@ -8,8 +8,9 @@ Library entry points (the CLI in commands.py is a thin layer over them):
     query(sql, run_dirs)             → DuckDB over every run's parquet files
 
 Modules: results (the items x checkpoints matrices), load (run directory), external + lmeval (imports),
-stats, transitions, trajectories, epochs, loss_knowledge, stepwise, summary, pipeline (analyze),
-comparison, sql, render (rich tables), commands (CLI), synthetic (a fake run for tests and benchmarks).
+stats, power (kdyn plan's formulas), transitions, trajectories, epochs, loss_knowledge, stepwise, summary,
+pipeline (analyze), comparison, sql, render (rich tables), commands (CLI), synthetic (a fake run for tests and
+benchmarks).
 Names are imported on first use, so `kdyn --help` does not pay for pandas, pyarrow and DuckDB.
 """
 

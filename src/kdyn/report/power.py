@@ -13,7 +13,8 @@ import math
 
 from kdyn.analysis.results import KNOWN_WRONG_AT_BASE
 from kdyn.errors import KdynError
-from kdyn.plan import Plan, headline_power, mdd_paired, plan_of_run
+from kdyn.analysis.power import mdd_paired
+from kdyn.plan import Plan, headline_power, plan_of_run
 from kdyn.report.data import RunData
 
 CAPTION = ("Δ ≥ x: the smallest change from another run on the same items that a paired test detects (McNemar, "
