@@ -193,3 +193,11 @@ def test_an_undefined_spearman_interval_is_shown_as_such(run):
     text = str(loss_knowledge_section(broken, Captions()).body)
     assert f"{lk.loc[i, 'spearman']:.2f} (no interval)".replace("-", "−") in text
     assert "The interval of ρ(−loss, A) is undefined for " in text and "693 of 1000 bootstrap replicates" in text
+
+
+def test_time_taken_names_the_sessions_of_a_resumed_run():
+    from kdyn.report.setup import time_taken
+
+    m = {"seconds": 738.0, "train_seconds": 540.0, "probe_seconds": 126.0}
+    assert time_taken(m) == "12.3 min (training 9.0 min, probing 2.1 min)"
+    assert time_taken(m | {"resumed": 1}) == "12.3 min (training 9.0 min, probing 2.1 min, 2 sessions: resumed 1×)"

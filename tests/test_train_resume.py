@@ -57,6 +57,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     assert [(r["step"], r["loss"], r["lr"]) for r in log] == [(r["step"], r["loss"], r["lr"]) for r in ref_log]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["resumed"] == 1
+    # the time is the run's over both sessions (it was the resumed session's alone, below its own probing time):
+    # the training seconds are the log's steps', and the wall time holds training and probing
+    assert manifest["train_seconds"] == pytest.approx(sum(r["seconds"] for r in log), abs=0.06)
+    assert manifest["seconds"] >= manifest["train_seconds"] + manifest["probe_seconds"]
 
 
 def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):

@@ -33,9 +33,11 @@ def duration(seconds: Any) -> str:
 
 
 def time_taken(m: dict[str, Any]) -> str:
-    """'12.3 min (training 9.0 min, probing 2.1 min)'."""
+    """'12.3 min (training 9.0 min, probing 2.1 min)', and the sessions when resumed."""
     parts = [f"{label} {duration(m[key])}" for key, label in (("train_seconds", "training"),
                                                              ("probe_seconds", "probing")) if key in m]  # fmt: skip
+    if m.get("resumed"):
+        parts.append(f"{m['resumed'] + 1} sessions: resumed {m['resumed']}×")
     return duration(m.get("seconds")) + (f" ({', '.join(parts)})" if parts else "")
 
 

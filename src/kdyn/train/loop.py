@@ -80,7 +80,11 @@ class Loop:
         self.learned_epoch: set[str] = set()  # entities left out of the current epoch
         self.base_correct: dict[str, bool] | None = None
         self.log_rows: list[dict[str, Any]] = []
-        self.probe_seconds = 0.0
+        # time the run took, summed over its sessions (a resumed run adds what the state it resumed from recorded;
+        # work lost after that state is redone and counted once)
+        self.probe_seconds = self.train_seconds = 0.0
+        self.prior_seconds = 0.0  # wall seconds of the sessions before this one, up to the resume state
+        self.started = time.time()
         self.reporter: Reporter | None = None
 
     # ---- data -------------------------------------------------------------------------------------
@@ -181,7 +185,7 @@ class Loop:
         """Write the resume state for the current point (main process)."""
         trainer = {"step": self.step, "epoch": self.epoch, "next_group": self.next_group,
                    "learned_last": sorted(self.learned_last), "learned_epoch": sorted(self.learned_epoch),
-                   "probe_seconds": self.probe_seconds}  # fmt: skip
+                   "probe_seconds": self.probe_seconds, "train_seconds": self.train_seconds, "seconds": self.seconds()}  # fmt: skip
         model = self.acc.unwrap_model(self.model)
         tensors = {"trainable": {n: p for n, p in model.named_parameters() if p.requires_grad}}
         previous = self.kl.previous_state()
@@ -193,6 +197,7 @@ class Loop:
         self.step, self.epoch, self.next_group = state["step"], state["epoch"], state["next_group"]
         self.learned_last, self.learned_epoch = set(state["learned_last"]), set(state["learned_epoch"])
         self.probe_seconds = state.get("probe_seconds", 0.0)
+        self.train_seconds, self.prior_seconds = state.get("train_seconds", 0.0), state.get("seconds", 0.0)
         model = self.acc.unwrap_model(self.model)
         weights = self.store.load_tensor_file("trainable.safetensors")
         missing = set(weights) - {n for n, _ in model.named_parameters()}
@@ -224,7 +229,7 @@ class Loop:
         self.peak_dtype = torch.bfloat16 if self.acc.mixed_precision == "bf16" else torch.float32
         self.peak = matmul_peak(self.peak_dtype, device=str(self.acc.device))  # MFU against the device the run trains on
         every = self.tc.probing.every_n_steps
-        t_train, tokens_total = 0.0, 0
+        tokens_total = 0  # this session's
         while self.epoch < self.tc.epochs:
             if self.next_group == 0:
                 self.learned_epoch = set(self.learned_last)
@@ -237,7 +242,7 @@ class Loop:
                 t0 = time.time()
                 loss, norm, tokens = self.train_step(groups[gi])
                 dt = time.time() - t0
-                t_train += dt
+                self.train_seconds += dt
                 tokens_total += tokens
                 self.step += 1
                 self.next_group = gi + 1
@@ -261,7 +266,11 @@ class Loop:
             self.next_group = 0
             self.kl.end_epoch()
             self.probe_point(float(self.epoch))
-        return {"steps": self.step, "train_seconds": t_train, "probe_seconds": self.probe_seconds, "tokens": tokens_total}
+        return {"steps": self.step, "train_seconds": self.train_seconds, "probe_seconds": self.probe_seconds, "tokens": tokens_total}
+
+    def seconds(self) -> float:
+        """Wall seconds the run has taken so far, over all its sessions."""
+        return self.prior_seconds + time.time() - self.started
 
 
 def accuracy_groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:

@@ -194,7 +194,7 @@ def train_locked(cfg: ExperimentConfig, out: Path, resume: bool, acc: Accelerato
                 write_json(manifest_path, manifest)
             if cfg.train.report_to:
                 acc.end_training()
-    seconds = time.time() - started
+    seconds = loop.prior_seconds + time.time() - started  # over all sessions (Loop.seconds), from this one's start
     manifest |= {"seconds": round(seconds, 1), "steps": summary["steps"], "probe_seconds": round(summary["probe_seconds"], 1),
                  "train_seconds": round(summary["train_seconds"], 1)}  # fmt: skip
     if acc.is_main_process:
