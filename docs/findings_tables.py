@@ -34,7 +34,10 @@ def load_runs(suite_dir: Path) -> pd.DataFrame:
         if manifest.get("status") != "complete" or not (run / "analysis" / "summary.json").exists():
             continue
         label, _, seed = run.name.rpartition("-s")
-        rows.append({"name": run.name, "label": label, "seed": int(seed), "path": run, "minutes": manifest["seconds"] / 60})
+        seconds = manifest["seconds"]
+        if seconds < manifest.get("train_seconds", 0) + manifest.get("probe_seconds", 0):
+            seconds = math.nan  # the last session's time only (resumed before kdyn summed the sessions): not the run's
+        rows.append({"name": run.name, "label": label, "seed": int(seed), "path": run, "minutes": seconds / 60})
     return pd.DataFrame(rows)
 
 
@@ -124,7 +127,7 @@ def strategies_tables(suite: Path) -> str:
            + ", ".join(f"{s} {len(names[s])}" for s in order) + ")\n",
            "Final accuracy, mean [t 95% CI over seeds, clipped to the range]:\n",
            "| strategy | new cloze | new qa | learned qa (new+related+updated) | learned mcq | known F: cloze | known F: qa | "
-           "known F: mcq | known F: all | known BT: all | arithmetic Δacc | minutes/run |",
+           "known F: mcq | known F: all | known BT: all | arithmetic Δacc | minutes/run (timed whole) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in order:
         n = names[s]
@@ -216,7 +219,7 @@ def models_tables(suite: Path) -> str:
     out = [f"Models ({len(runs)} finished runs; seeds per model: " + ", ".join(f"{m} {len(names[m])}" for m in order) + ")\n",
            "Mean [t 95% CI over seeds, clipped to the range]; known facts are scored against what each model knew at its base:\n",
            "| model | known right at base: cloze / qa / mcq | learned cloze | learned qa | learned mcq | known F: cloze | "
-           "known F: qa | known F: mcq | arithmetic Δacc | minutes/run |",
+           "known F: qa | known F: mcq | arithmetic Δacc | minutes/run (timed whole) |",
            "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for m in order:
         n = names[m]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -164,3 +165,16 @@ def test_kind_contrast_at_equal_exposure_removes_a_difference_that_is_only_expos
     raw = module.contrast(per, "kind", "new", ("related",), "t").splitlines()[-1]
     assert "| -0.250 [" in raw  # 0.25 − 0.5
     assert module.standardised_contrast(per, ("related",)).splitlines()[-1] == "| qa | +0.000 [+0.000, +0.000] |"
+
+
+def test_findings_tables_time_a_run_only_when_its_manifest_holds_the_whole_run(tmp_path):
+    """A run resumed before kdyn summed its sessions' time records the last session alone (less than its own
+    probing): no minutes for it, rather than a third of the run's."""
+    module = findings_tables()
+    for name, seconds in (("full-s0", 600.0), ("full-s1", 180.0)):
+        (tmp_path / name / "analysis").mkdir(parents=True)
+        (tmp_path / name / "analysis" / "summary.json").write_text("{}")
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"status": "complete", "seconds": seconds,
+                                                                   "train_seconds": 80.0, "probe_seconds": 290.0}))
+    minutes = module.load_runs(tmp_path).set_index("name")["minutes"]
+    assert minutes["full-s0"] == 10.0 and math.isnan(minutes["full-s1"])
