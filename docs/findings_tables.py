@@ -170,21 +170,31 @@ def equal_tokens_table(runs: pd.DataFrame, names: dict[str, list[str]], finals: 
     out = [f"At equal training tokens: each strategy at its probed step nearest to `full`'s {budget:,.0f} tokens, B − full "
            "at its end (paired by probe, as above):\n",
            "| strategy | its step (tokens) | learned qa | learned cloze | learned mcq |", "|---|---|---|---|---|"]  # fmt: skip
+    early: dict[str, pd.DataFrame] = {}  # run → its correctness at the step nearest the budget
     for s, ns in names.items():
         if not {"formats", "paraphrase"} & set(s.split("+")):
             continue
         seen = {n: tokens_seen(path[n]) for n in ns}
         if seen[ns[0]].iloc[-1] < 1.2 * budget:
             continue
-        early, where = {}, []
-        for n in ns:
-            step = int((seen[n] - budget).abs().idxmin())
-            early[n] = final_correct(path[n], step)
-            where.append(f"{step} ({seen[n][step]:,})")
-        both = finals | early
+        steps = {n: int((seen[n] - budget).abs().idxmin()) for n in ns}
+        if any(abs(seen[n][steps[n]] - budget) > 0.25 * budget for n in ns):  # e.g. one epoch, probed at its end only
+            out.append(f"| {s} | no probed step within 25% of {budget:,.0f} tokens | — | — | — |")
+            continue
+        early |= {n: final_correct(path[n], steps[n]) for n in ns}
+        where = [f"{steps[n]} ({seen[n][steps[n]]:,})" for n in ns]
+        both = finals | {n: early[n] for n in ns}
         out.append(f"| {s} | {', '.join(sorted(set(where)))} | {paired(both, names['full'], ns, LEARNED, 'qa')} | "
                    f"{paired(both, names['full'], ns, LEARNED, 'cloze')} | {paired(both, names['full'], ns, LEARNED, 'mcq')} |")
-    return "\n".join(out) + "\n" if len(out) > 3 else ""
+    if len(out) == 3:
+        return ""
+    if "formats" in names and "paraphrase" in names and all(n in early for n in names["formats"]):
+        # Z4 at equal tokens, as one paired test: paraphrase trains on full's tokens, so its end against formats early
+        a, b, both = names["formats"], names["paraphrase"], finals | early
+        out += ["", "| A (at equal tokens) → B (at its end) | learned qa | learned cloze | learned mcq |", "|---|---|---|---|",
+                f"| formats → paraphrase | {paired(both, a, b, LEARNED, 'qa')} | {paired(both, a, b, LEARNED, 'cloze')} | "
+                f"{paired(both, a, b, LEARNED, 'mcq')} |"]  # fmt: skip
+    return "\n".join(out) + "\n"
 
 
 def control_table(folder: Path, names: dict[str, list[str]], finals: dict[str, pd.DataFrame]) -> str:

@@ -103,6 +103,8 @@ def test_findings_tables_read_a_finished_sweep(smoke, capsys):
     for s in STRATEGIES:
         assert f"| {s} | " in text
     assert text.count(" [+") + text.count(" [-") >= 7  # every contrast carries its interval
+    # one epoch probes formats at the base and at 2.7x full's tokens only: no equal-token reading (was the base model)
+    assert "| formats | no probed step within 25% of" in text
     assert module.main([str(out / "full-s0")]) == 1  # no suite folder under it
 
 
