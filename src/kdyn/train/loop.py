@@ -84,7 +84,7 @@ class Loop:
         # work lost after that state is redone and counted once)
         self.probe_seconds = self.train_seconds = 0.0
         self.prior_seconds = 0.0  # wall seconds of the sessions before this one, up to the resume state
-        self.started = time.time()
+        self.started = time.time()  # this session's start (kdyn.train.run sets it to the run's)
         self.reporter: Reporter | None = None
 
     # ---- data -------------------------------------------------------------------------------------

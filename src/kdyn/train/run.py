@@ -166,6 +166,7 @@ def train_locked(cfg: ExperimentConfig, out: Path, resume: bool, acc: Accelerato
     started = time.time()
     try:
         loop, bench, state = set_up(cfg, out, resume, acc, store)
+        loop.started = started  # the run's clock (Loop.seconds) counts this session's set-up too
         manifest |= {"kdyn_version": __version__, "git_sha": git_sha(), "model": cfg.model, "strategy": cfg.train.strategy,
                      "seed": cfg.train.seed, "bench_sha256": bench.manifest.get("sha256", {}), "status": "running",
                      "world_size": acc.num_processes, "precision": "bfloat16" if acc.mixed_precision == "bf16" else "float32",
@@ -194,7 +195,7 @@ def train_locked(cfg: ExperimentConfig, out: Path, resume: bool, acc: Accelerato
                 write_json(manifest_path, manifest)
             if cfg.train.report_to:
                 acc.end_training()
-    seconds = loop.prior_seconds + time.time() - started  # over all sessions (Loop.seconds), from this one's start
+    seconds = loop.seconds()  # over all sessions
     manifest |= {"seconds": round(seconds, 1), "steps": summary["steps"], "probe_seconds": round(summary["probe_seconds"], 1),
                  "train_seconds": round(summary["train_seconds"], 1)}  # fmt: skip
     if acc.is_main_process:
