@@ -116,6 +116,14 @@ def test_wilson_interval_by_hand_and_at_the_boundary():
     assert np.isnan(lo[0]) and np.isnan(hi[0])
 
 
+def test_wilson_interval_holds_its_estimate_at_every_size():
+    n = np.arange(1, 400)
+    for k in (np.zeros_like(n), n // 3, n):
+        lo, hi = wilson(k, n)
+        assert np.all(lo <= k / n) and np.all(k / n <= hi)  # 0/10 gave lo = 2.8e-17 > 0, and a report figure failed
+    assert np.all(wilson(np.zeros_like(n), n)[0] == 0.0) and np.all(wilson(n, n)[1] == 1.0)
+
+
 def test_bootstrap_interval_is_undefined_when_under_95_percent_of_replicates_are():
     boot = Bootstrap(replicates=100)
     reps = np.full((100, 2), 0.83)

@@ -35,3 +35,21 @@ def test_setups_over_seeds_lead_and_seed_pairs_are_not_repeated():
     pairs = [f for f in found if " vs " in f and "McNemar" in f]
     assert len(pairs) == 1 and "full-s0 0.70 vs lora-s0 0.10" in pairs[0]  # the smallest p of the four seed pairs
     assert "3 more pairs differ at p < 0.05" in " ".join(found)
+
+
+def test_small_multiples_draw_an_interval_that_does_not_hold_its_point():
+    # A bootstrap interval need not hold its estimate, and a Wilson end could land 3e-17 past it: the figure drew
+    # error bars from the point (yerr) and matplotlib refused the negative length, so a sweep's report failed.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from kdyn.report.comparison import small_multiples
+
+    runs = pd.DataFrame([{"run": "a-s0", "model": "m", "strategy": "full", "kind": "known", "probe_type": "mcq",
+                          "n": 10, "forgetting": 0.3, "forgetting_lo": 0.1, "forgetting_hi": 0.5,
+                          "backward_transfer": 0.0, "backward_transfer_lo": 2.8e-17, "backward_transfer_hi": 0.28}])
+    fig = small_multiples(Comparison(runs=runs, seeds=pd.DataFrame(), tests=pd.DataFrame()),
+                          [("forgetting", "v", "F"), ("backward_transfer", "^", "BT")])  # fmt: skip
+    (ax, *_) = fig.axes
+    spans = sorted(tuple(seg[:, 1]) for c in ax.collections for seg in c.get_segments())
+    assert spans == [(2.8e-17, 0.28), (0.1, 0.5)]  # each interval drawn from its own ends

@@ -195,8 +195,9 @@ def wilson(successes: np.ndarray, n: np.ndarray, level: float = 0.95) -> tuple[n
         centre = (p + z * z / (2.0 * n)) / denom
         half = z / denom * np.sqrt(np.maximum(p * (1.0 - p) / n, 0.0) + z * z / (4.0 * n * n))
         ok = n > 0
-        lo = np.where(ok, np.clip(centre - half, 0.0, 1.0), np.nan)
-        hi = np.where(ok, np.clip(centre + half, 0.0, 1.0), np.nan)
+        # The interval holds p by construction; rounding can put an end on the wrong side of it (0/10 gave 3e-17).
+        lo = np.where(ok, np.clip(np.minimum(centre - half, p), 0.0, 1.0), np.nan)
+        hi = np.where(ok, np.clip(np.maximum(centre + half, p), 0.0, 1.0), np.nan)
     return lo[()], hi[()]
 
 

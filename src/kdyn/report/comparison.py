@@ -54,9 +54,11 @@ def small_multiples(comp: Comparison, metrics: list[tuple[str, str, str]]) -> An
                     continue
                 r = part.loc[label]
                 v, lo, hi = (float(r[c]) if c in r.index and is_num(r[c]) else np.nan for c in (name, f"{name}_lo", f"{name}_hi"))
-                ax.errorbar([i + off], [v], yerr=[[v - lo], [hi - v]] if np.isfinite(lo) else None, fmt=marker,
-                            color=colors[label], markersize=5, capsize=2, linewidth=1,
-                            markerfacecolor="white" if name == "acc_base" else colors[label])  # fmt: skip
+                if np.isfinite(lo) and np.isfinite(hi):  # drawn from its ends: a bootstrap interval need not hold v
+                    ax.vlines(i + off, lo, hi, color=colors[label], linewidth=1)
+                    ax.plot([i + off] * 2, [lo, hi], "_", color=colors[label], markersize=4)
+                ax.plot([i + off], [v], marker, color=colors[label], markersize=5,
+                        markerfacecolor="white" if name == "acc_base" else colors[label])
         ax.set_title(group_label(kind, ptype), fontsize=9)
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7.5)
