@@ -10,7 +10,9 @@ from kdyn.report.comparison import comparison_findings
 
 
 def comparison() -> Comparison:
-    runs = pd.DataFrame([{"run": f"{s}-s{i}", "model": "m", "strategy": s} for s in ("full", "lora") for i in (0, 1)])
+    runs = pd.DataFrame([{"run": f"{s}-s{i}", "model": "m", "strategy": s, "kind": k, "probe_type": t, "n": n}
+                         for s in ("full", "lora") for i in (0, 1)
+                         for k, t, n in (("new", "cloze", 40), ("known", "qa", 10))])  # fmt: skip
     seeds = pd.DataFrame([
         {"model": "m", "strategy": "full", "kind": "new", "probe_type": "cloze", "n_seeds": 2,
          "acc_final_mean": 0.70, "acc_final_lo": 0.60, "acc_final_hi": 0.80},
@@ -53,3 +55,30 @@ def test_small_multiples_draw_an_interval_that_does_not_hold_its_point():
     (ax, *_) = fig.axes
     spans = sorted(tuple(seg[:, 1]) for c in ax.collections for seg in c.get_segments())
     assert spans == [(2.8e-17, 0.28), (0.1, 0.5)]  # each interval drawn from its own ends
+
+
+def test_seeds_apart_on_the_same_few_probes_do_not_lead_without_the_paired_tests():
+    # Every seed scores the same 6 arithmetic probes: 2 right in every seed of one model, 0 in the other's, gives
+    # t-intervals [0.33, 0.33] and [0.00, 0.00], "apart", while no run pair differs on those 6 probes (McNemar
+    # p = 0.5). The models sweep's report led with that sentence; now it says so and comes after the others.
+    comp = comparison()
+    comp.runs = pd.concat([comp.runs, pd.DataFrame([{"run": f"{s}-s{i}", "model": "m", "strategy": s, "kind": "skill",
+                                                     "probe_type": "arithmetic", "n": 6}
+                                                    for s in ("full", "lora") for i in (0, 1)])])  # fmt: skip
+    comp.seeds = pd.concat([comp.seeds, pd.DataFrame([
+        {"model": "m", "strategy": "full", "kind": "skill", "probe_type": "arithmetic", "n_seeds": 2,
+         "acc_final_mean": 1 / 3, "acc_final_lo": 1 / 3, "acc_final_hi": 1 / 3},
+        {"model": "m", "strategy": "lora", "kind": "skill", "probe_type": "arithmetic", "n_seeds": 2,
+         "acc_final_mean": 0.0, "acc_final_lo": 0.0, "acc_final_hi": 0.0}])])  # fmt: skip
+    comp.tests = pd.concat([comp.tests, pd.DataFrame([{"run_a": f"full-s{i}", "run_b": f"lora-s{j}", "kind": "skill",
+                                                       "probe_type": "arithmetic", "n": 6, "acc_a": 1 / 3, "acc_b": 0.0,
+                                                       "diff": -1 / 3, "diff_lo": -2 / 3, "diff_hi": 0.0, "p_value": 0.5}
+                                                      for i in (0, 1) for j in (0, 1)])])  # fmt: skip
+    from kdyn.report.comparison import setup_findings
+
+    found = setup_findings(comp)
+    assert [f.split(",")[0] for f in found] == ["new cloze", "known QA", "arithmetic"]
+    assert found[2].endswith("are apart. Paired over their 6 shared probes, 0 of 4 run pairs differ at p < 0.05 "
+                             "(McNemar).")  # fmt: skip
+    assert found[0].endswith("Paired over their 40 shared probes, 4 of 4 run pairs differ at p < 0.05 (McNemar).")
+    assert found[1].endswith("overlap. F is over 10 probes right at the base.")

@@ -184,10 +184,34 @@ def setup_findings(comp: Comparison) -> list[str]:
             continue
         apart = is_num(hi[f"{metric}_lo"]) and is_num(lo[f"{metric}_hi"]) and hi[f"{metric}_lo"] > lo[f"{metric}_hi"]
         ci = lambda r: with_ci(r[f"{metric}_mean"], r[f"{metric}_lo"], r[f"{metric}_hi"])  # noqa: E731
-        found.append((not apart, -gap, f"{group_label(kind, ptype)}, {word} over {int(hi['n_seeds'])} seeds: "
+        items, unsupported = item_evidence(comp, kind, ptype, hi, lo)
+        found.append((not apart or unsupported, unsupported, not apart, -gap,
+                      f"{group_label(kind, ptype)}, {word} over {int(hi['n_seeds'])} seeds: "
                       f"highest {setup_name(hi, one_model)} {ci(hi)}, lowest {setup_name(lo, one_model)} {ci(lo)}; "
-                      f"the t-intervals over seeds {'are apart' if apart else 'overlap'}."))  # fmt: skip
-    return [text for *_, text in sorted(found, key=lambda f: f[:2])]
+                      f"the t-intervals over seeds {'are apart' if apart else 'overlap'}.{items}"))  # fmt: skip
+    return [text for *_, text in sorted(found, key=lambda f: f[:4])]
+
+
+def item_evidence(comp: Comparison, kind: str, ptype: str, hi: Any, lo: Any) -> tuple[str, bool]:
+    """What the items say beside the seeds (every seed scores the same probes, so a t-interval over seeds holds no
+    item sampling: 2 of 6 probes right in every seed is [0.33, 0.33]). Accuracy: the paired tests between the two
+    set-ups' runs; forgetting: the probes it is over. Also whether the seeds' "apart" lacks item support (no run
+    pair differs), which puts the group after those it has."""
+    of = comp.runs.drop_duplicates("run")
+    runs_of = lambda r: set(of["run"][(of["model"] == r["model"]) & (of["strategy"] == r["strategy"])])  # noqa: E731
+    hi_runs, lo_runs = runs_of(hi), runs_of(lo)
+    if kind == "known":
+        n = comp.runs[(comp.runs["kind"] == kind) & (comp.runs["probe_type"] == ptype)].groupby("run")["n"].first()
+        sizes = sorted({int(n[r]) for r in hi_runs | lo_runs if r in n.index})
+        return (f" F is over {' and '.join(map(str, sizes))} probes right at the base." if sizes else "", False)
+    t = comp.tests
+    t = t[(t["kind"] == kind) & (t["probe_type"] == ptype)]
+    between = t[(t["run_a"].isin(hi_runs) & t["run_b"].isin(lo_runs)) | (t["run_a"].isin(lo_runs) & t["run_b"].isin(hi_runs))]
+    if between.empty:
+        return "", False
+    k = int((between["p_value"] < ALPHA).sum())
+    return (f" Paired over their {int(between['n'].max())} shared probes, {k} of {len(between)} run pairs differ at "
+            f"p < {ALPHA} (McNemar).", k == 0)  # fmt: skip
 
 
 def comparison_findings(runs: list[RunData], comp: Comparison) -> list[str]:
