@@ -1,7 +1,7 @@
 """The numbers of docs/findings.md, from finished sweeps: python docs/findings_tables.py runs/sweeps [--out FILE]
 
-Reads each run's probes.parquet, analysis/ and circuit tables under SWEEPS/strategies, relevance, models and circuits
-(whichever exist) and prints markdown tables. Two kinds of interval:
+Reads each run's probes.parquet, analysis/ and circuit tables under SWEEPS/strategies, relevance, models, forgetting
+and circuits (whichever exist) and prints markdown tables. Two kinds of interval:
 - over seeds: mean and Student-t 95% interval of the per-run value (3 seeds: t = 4.30, wide by design);
 - paired by probe: each probe's correctness averaged over the seeds of strategy A and of B, the difference
   averaged over probes, 95% percentile bootstrap over probes (kdyn's `Bootstrap`, 2,000 replicates, seed 0).
@@ -157,6 +157,66 @@ def strategies_tables(suite: Path) -> str:
     out += ["", *(t for t in (equal_tokens_table(runs, names, finals), control_table(suite.parent / "control", names, finals)) if t)]
     out.append(loss_knowledge_table(runs, "strategies"))
     return "\n".join(out) + "\n"
+
+
+def forgetting_tables(suite: Path) -> str:
+    """H3: recipes on the same known probes. Per recipe, F and BT over the known probes right (wrong) at the base;
+    against `full`, the difference in F paired by probe over the probes right at the base (the base is one model:
+    the same probes in every run); and, with two seeds of `full`, the seed-to-seed difference it is read against."""
+    runs = load_runs(suite)
+    if runs.empty:
+        return "forgetting: no finished runs\n"
+    finals = {r.name: final_correct(r.path) for r in runs.itertuples()}
+    order = [s for s in ["full", "lora", "replay", "kl"] if s in set(runs["label"])]
+    order += sorted(set(runs["label"]) - set(order))
+    names = {s: runs[runs["label"] == s].sort_values("seed")["name"].tolist() for s in order}
+    first = finals[runs["name"].iloc[0]]
+    known = first[first["kind"] == "known"]
+    right = known[known["base"] == 1].groupby("probe_type").size()
+    arith = first[first["kind"] == "skill"]
+    out = [f"Forgetting ({len(runs)} finished runs; seeds per recipe: " + ", ".join(f"{s} {len(names[s])}" for s in order)
+           + "). Known probes right at the base: " + ", ".join(f"{t} {int(right.get(t, 0))} of {int((known['probe_type'] == t).sum())}"
+           for t in ("cloze", "qa", "mcq")) + f"; arithmetic {int(arith['base'].sum())} of {len(arith)}.\n",
+           "Mean over seeds [t 95% CI; the value alone for one seed]:\n",
+           "| recipe | known F: cloze | known F: qa | known F: mcq | known F: all | known BT: all | arithmetic Δacc | "
+           "new cloze | new qa | minutes/run (timed whole) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for s in order:
+        n = names[s]
+        out.append(f"| {s} | " + " | ".join(seed_ci(known_forgetting(finals, n, t)) for t in ("cloze", "qa", "mcq", None))
+                   + f" | {seed_ci(known_forgetting(finals, n, None, bt=True))} | "
+                   f"{seed_ci(per_run(finals, n, ('skill',), 'arithmetic', 'delta'), (-1.0, 1.0))} | "
+                   f"{seed_ci(per_run(finals, n, ('new',), 'cloze'))} | {seed_ci(per_run(finals, n, ('new',), 'qa'))} | "
+                   f"{runs[runs['label'] == s]['minutes'].mean():.1f} |")  # fmt: skip
+    pairs = [(f"{s} − full", names["full"], names[s]) for s in order[1:]] if "full" in names else []
+    if "full" in names and len(names["full"]) > 1:
+        a, b = names["full"][:2]
+        pairs.append((f"{b} − {a} (seeds of full: the noise)", [a], [b]))
+    if pairs:
+        out += ["", "F(B) − F(A), paired by probe over the known probes right at the base (seeds averaged per probe; "
+                "bootstrap 95% CI over probes; * = interval excludes 0); arithmetic: final accuracy B − A over all its probes:\n",
+                "| B − A | known F: cloze | known F: qa | known F: mcq | known F: all | arithmetic |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for label, a, b in pairs:
+            out.append(f"| {label} | " + " | ".join(paired_forgetting(finals, a, b, t) for t in ("cloze", "qa", "mcq", None))
+                       + f" | {paired(finals, a, b, ('skill',), 'arithmetic')} |")
+    return "\n".join(out) + "\n"
+
+
+def paired_forgetting(finals: dict[str, pd.DataFrame], a: list[str], b: list[str], ptype: str | None) -> str:
+    """F(B) − F(A) over the known probes right at the base (one type, or all for None): per probe, A's final
+    correctness minus B's, each averaged over its seeds; bootstrap CI over probes."""
+
+    def kept(names: list[str]) -> pd.Series:
+        parts = []
+        for n in names:
+            f = finals[n]
+            f = f[(f["kind"] == "known") & (f["base"] == 1) & ((f["probe_type"] == ptype) if ptype else True)]
+            parts.append(f.set_index("probe_id")["correct"].astype(float))
+        return pd.concat(parts, axis=1).mean(axis=1)
+
+    diff = (kept(a) - kept(b)).dropna().to_numpy()
+    if diff.size == 0:
+        return "—"
+    return interval_cell(diff.mean(), BOOTSTRAP.means(diff, f"forgetting:{ptype}"))
 
 
 def equal_tokens_table(runs: pd.DataFrame, names: dict[str, list[str]], finals: dict[str, pd.DataFrame]) -> str:
@@ -489,16 +549,16 @@ def circuits_tables(suite: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sweeps", type=Path, help="folder holding strategies/, relevance/, models/ and circuits/")
+    ap.add_argument("sweeps", type=Path, help="folder holding strategies/, relevance/, models/, forgetting/ and circuits/")
     ap.add_argument("--out", type=Path, help="also write the markdown here")
     args = ap.parse_args(argv)
     text = ""
     for suite, fn in (("strategies", strategies_tables), ("relevance", relevance_tables), ("models", models_tables),
-                      ("circuits", circuits_tables)):
+                      ("forgetting", forgetting_tables), ("circuits", circuits_tables)):
         if (args.sweeps / suite).is_dir():
             text += f"## {suite}\n\n" + fn(args.sweeps / suite) + "\n"
     if not text:
-        print(f"no strategies/, relevance/, models/ or circuits/ sweep under {args.sweeps}", file=sys.stderr)
+        print(f"no strategies/, relevance/, models/, forgetting/ or circuits/ sweep under {args.sweeps}", file=sys.stderr)
         return 1
     print(text)
     if args.out:

@@ -180,3 +180,37 @@ def test_findings_tables_time_a_run_only_when_its_manifest_holds_the_whole_run(t
                                                                    "train_seconds": 80.0, "probe_seconds": 290.0}))
     minutes = module.load_runs(tmp_path).set_index("name")["minutes"]
     assert minutes["full-s0"] == 10.0 and math.isnan(minutes["full-s1"])
+
+
+def test_forgetting_is_paired_over_the_probes_right_at_the_base():
+    """F(B) − F(A) counts only the known probes right at the base (a probe wrong there and right at the end is
+    backward transfer, not retention), each averaged over its seeds first."""
+    module = findings_tables()
+
+    def run(final: list[int]) -> pd.DataFrame:  # probes k0..k3 right at the base, k4 wrong there; one MCQ probe
+        return pd.DataFrame({"probe_id": ["k0", "k1", "k2", "k3", "k4", "m0"], "kind": "known",
+                             "probe_type": ["qa"] * 5 + ["mcq"], "correct": final, "base": [1, 1, 1, 1, 0, 1]})  # fmt: skip
+
+    finals = {"a-s0": run([1, 1, 0, 0, 0, 1]), "b-s0": run([1, 0, 0, 0, 1, 1]), "b-s1": run([1, 1, 0, 0, 1, 0])}
+    # F(a) = 2/4; b's seeds average to [1, 0.5, 0, 0] on k0..k3: F(b) = 2.5/4; k4 (BT) is left out
+    assert module.paired_forgetting(finals, ["a-s0"], ["b-s0", "b-s1"], "qa").startswith("+0.125 [")
+    assert module.paired_forgetting(finals, ["a-s0"], ["b-s0", "b-s1"], None).startswith("+0.200 [")  # 5 probes, + m0's 0.5
+    assert module.paired_forgetting(finals, ["a-s0"], ["a-s0"], "qa") == "+0.000 [+0.000, +0.000]"
+    assert module.paired_forgetting(finals, ["a-s0"], ["b-s0"], "cloze") == "—"
+
+
+def test_findings_tables_read_a_forgetting_sweep(smoke, capsys, tmp_path):
+    """The forgetting section: one row per recipe, each recipe against full, and full's second seed as the noise."""
+    out, _ = smoke
+    (tmp_path / "forgetting").mkdir()
+    for name in ("full-s0", "lora-s0", "replay-s0", "kl-s0"):
+        (tmp_path / "forgetting" / name).symlink_to(out / name)
+    (tmp_path / "forgetting" / "full-s1").symlink_to(out / "full-s0")
+    module = findings_tables()
+    assert module.main([str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "Forgetting (5 finished runs; seeds per recipe: full 2, lora 1, replay 1, kl 1)" in text
+    assert [line.split(" | ")[0] for line in text.splitlines() if " − " in line and line.startswith("| ")][1:] == [
+        "| lora − full", "| replay − full", "| kl − full", "| full-s1 − full-s0 (seeds of full: the noise)"]
+    noise = next(line for line in text.splitlines() if line.startswith("| full-s1 − full-s0"))
+    assert noise.endswith("| +0.000 [+0.000, +0.000] |")  # the same run twice: arithmetic differs by nothing

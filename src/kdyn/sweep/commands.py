@@ -21,7 +21,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 @friendly
 def sweep_cmd(
-    suite: Annotated[str, typer.Argument(help="built-in suite (strategies, relevance, models, circuits) or a suite YAML")],
+    suite: Annotated[str, typer.Argument(help="built-in suite (strategies, relevance, models, forgetting, circuits) or a suite YAML")],
     smoke: Annotated[bool, typer.Option("--smoke", help="the suite's smoke size: the same grid in minutes")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="sweep folder (default runs/sweeps/<suite>[-smoke])")] = None,
     only: Annotated[list[str] | None, typer.Option("--only", help="run only points with this name or label "
