@@ -78,7 +78,8 @@ def test_seeds_apart_on_the_same_few_probes_do_not_lead_without_the_paired_tests
 
     found = setup_findings(comp)
     assert [f.split(",")[0] for f in found] == ["new cloze", "known QA", "arithmetic"]
-    assert found[2].endswith("are apart. Paired over their 6 shared probes, 0 of 4 run pairs differ at p < 0.05 "
+    assert found[2].endswith("are apart. Final accuracy paired over their 6 shared probes: 0 of 4 run pairs differ at "
+                             "p < 0.05 (McNemar).")  # fmt: skip
+    assert found[0].endswith("Final accuracy paired over their 40 shared probes: 4 of 4 run pairs differ at p < 0.05 "
                              "(McNemar).")  # fmt: skip
-    assert found[0].endswith("Paired over their 40 shared probes, 4 of 4 run pairs differ at p < 0.05 (McNemar).")
     assert found[1].endswith("overlap. F is over 10 probes right at the base.")

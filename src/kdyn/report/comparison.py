@@ -194,24 +194,24 @@ def setup_findings(comp: Comparison) -> list[str]:
 
 def item_evidence(comp: Comparison, kind: str, ptype: str, hi: Any, lo: Any) -> tuple[str, bool]:
     """What the items say beside the seeds (every seed scores the same probes, so a t-interval over seeds holds no
-    item sampling: 2 of 6 probes right in every seed is [0.33, 0.33]). Accuracy: the paired tests between the two
-    set-ups' runs; forgetting: the probes it is over. Also whether the seeds' "apart" lacks item support (no run
-    pair differs), which puts the group after those it has."""
+    item sampling: 2 of 6 probes right in every seed is [0.33, 0.33]): the paired tests of final accuracy between
+    the two set-ups' runs (for known facts, also how many probes F is over), and whether the seeds' "apart" lacks
+    that support (no run pair differs), which puts the group after those it has."""
     of = comp.runs.drop_duplicates("run")
     runs_of = lambda r: set(of["run"][(of["model"] == r["model"]) & (of["strategy"] == r["strategy"])])  # noqa: E731
     hi_runs, lo_runs = runs_of(hi), runs_of(lo)
+    said = ""
     if kind == "known":
         n = comp.runs[(comp.runs["kind"] == kind) & (comp.runs["probe_type"] == ptype)].groupby("run")["n"].first()
         sizes = sorted({int(n[r]) for r in hi_runs | lo_runs if r in n.index})
-        return (f" F is over {' and '.join(map(str, sizes))} probes right at the base." if sizes else "", False)
-    t = comp.tests
-    t = t[(t["kind"] == kind) & (t["probe_type"] == ptype)]
+        said = f" F is over {' and '.join(map(str, sizes))} probes right at the base." if sizes else ""
+    t = comp.tests[(comp.tests["kind"] == kind) & (comp.tests["probe_type"] == ptype)]
     between = t[(t["run_a"].isin(hi_runs) & t["run_b"].isin(lo_runs)) | (t["run_a"].isin(lo_runs) & t["run_b"].isin(hi_runs))]
     if between.empty:
-        return "", False
+        return said, False
     k = int((between["p_value"] < ALPHA).sum())
-    return (f" Paired over their {int(between['n'].max())} shared probes, {k} of {len(between)} run pairs differ at "
-            f"p < {ALPHA} (McNemar).", k == 0)  # fmt: skip
+    return (f"{said} Final accuracy paired over their {int(between['n'].max())} shared probes: {k} of {len(between)} run "
+            f"pairs differ at p < {ALPHA} (McNemar).", k == 0)  # fmt: skip
 
 
 def comparison_findings(runs: list[RunData], comp: Comparison) -> list[str]:
