@@ -162,7 +162,7 @@ def strategies_tables(suite: Path) -> str:
 def forgetting_tables(suite: Path) -> str:
     """H3: recipes on the same known probes. Per recipe, F and BT over the known probes right (wrong) at the base;
     against `full`, the difference in F paired by probe over the probes right at the base (the base is one model:
-    the same probes in every run); and, with two seeds of `full`, the seed-to-seed difference it is read against."""
+    the same probes in every run); and, for a recipe with two seeds, the seed-to-seed difference it is read against."""
     runs = load_runs(suite)
     if runs.empty:
         return "forgetting: no finished runs\n"
@@ -188,9 +188,10 @@ def forgetting_tables(suite: Path) -> str:
                    f"{seed_ci(per_run(finals, n, ('new',), 'cloze'))} | {seed_ci(per_run(finals, n, ('new',), 'qa'))} | "
                    f"{runs[runs['label'] == s]['minutes'].mean():.1f} |")  # fmt: skip
     pairs = [(f"{s} − full", names["full"], names[s]) for s in order[1:]] if "full" in names else []
-    if "full" in names and len(names["full"]) > 1:
-        a, b = names["full"][:2]
-        pairs.append((f"{b} − {a} (seeds of full: the noise)", [a], [b]))
+    for s in order:  # two seeds of one recipe: the noise a recipe difference is read against
+        if len(names[s]) > 1:
+            a, b = names[s][:2]
+            pairs.append((f"{b} − {a} (seeds of {s}: the noise)", [a], [b]))
     if pairs:
         out += ["", "F(B) − F(A), paired by probe over the known probes right at the base (seeds averaged per probe; "
                 "bootstrap 95% CI over probes; * = interval excludes 0); arithmetic: final accuracy B − A over all its probes:\n",
