@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -103,17 +104,24 @@ def interval_cell(diff: float, replicates: np.ndarray) -> str:
     return f"{diff:+.3f} [{lo:+.3f}, {hi:+.3f}]{' *' if lo > 0 or hi < 0 else ''}"
 
 
-def paired(finals: dict[str, pd.DataFrame], a: list[str], b: list[str], kinds: tuple[str, ...], ptype: str) -> str:
-    """B − A in final accuracy, paired by probe (seeds averaged per probe), bootstrap CI over probes."""
+def seed_mean(finals: dict[str, pd.DataFrame], names: list[str], keep: Callable[[pd.DataFrame], pd.Series]) -> pd.Series:
+    """Per probe (indexed by probe_id), final correctness averaged over the runs `names`, on the rows `keep` selects."""
+    return pd.concat([finals[n][keep(finals[n])].set_index("probe_id")["correct"].astype(float) for n in names],
+                     axis=1).mean(axis=1)  # fmt: skip
 
-    def mean_over(names: list[str]) -> pd.Series:
-        parts = [finals[n][group_mask(finals[n], kinds, ptype)].set_index("probe_id")["correct"].astype(float) for n in names]
-        return pd.concat(parts, axis=1).mean(axis=1)
 
-    diff = (mean_over(b) - mean_over(a)).dropna().to_numpy()
+def paired_cell(first: pd.Series, second: pd.Series, key: str) -> str:
+    """second − first over the probes both have, with a bootstrap CI over probes (`key` seeds it); '—' when none."""
+    diff = (second - first).dropna().to_numpy()
     if diff.size == 0:
         return "—"
-    return interval_cell(diff.mean(), BOOTSTRAP.means(diff, f"paired:{kinds}:{ptype}"))
+    return interval_cell(diff.mean(), BOOTSTRAP.means(diff, key))
+
+
+def paired(finals: dict[str, pd.DataFrame], a: list[str], b: list[str], kinds: tuple[str, ...], ptype: str) -> str:
+    """B − A in final accuracy, paired by probe (seeds averaged per probe), bootstrap CI over probes."""
+    keep = lambda f: group_mask(f, kinds, ptype)  # noqa: E731
+    return paired_cell(seed_mean(finals, a, keep), seed_mean(finals, b, keep), f"paired:{kinds}:{ptype}")
 
 
 def strategies_tables(suite: Path) -> str:
@@ -205,19 +213,8 @@ def forgetting_tables(suite: Path) -> str:
 def paired_forgetting(finals: dict[str, pd.DataFrame], a: list[str], b: list[str], ptype: str | None) -> str:
     """F(B) − F(A) over the known probes right at the base (one type, or all for None): per probe, A's final
     correctness minus B's, each averaged over its seeds; bootstrap CI over probes."""
-
-    def kept(names: list[str]) -> pd.Series:
-        parts = []
-        for n in names:
-            f = finals[n]
-            f = f[(f["kind"] == "known") & (f["base"] == 1) & ((f["probe_type"] == ptype) if ptype else True)]
-            parts.append(f.set_index("probe_id")["correct"].astype(float))
-        return pd.concat(parts, axis=1).mean(axis=1)
-
-    diff = (kept(a) - kept(b)).dropna().to_numpy()
-    if diff.size == 0:
-        return "—"
-    return interval_cell(diff.mean(), BOOTSTRAP.means(diff, f"forgetting:{ptype}"))
+    keep = lambda f: (f["kind"] == "known") & (f["base"] == 1) & ((f["probe_type"] == ptype) if ptype else True)  # noqa: E731
+    return paired_cell(seed_mean(finals, b, keep), seed_mean(finals, a, keep), f"forgetting:{ptype}")
 
 
 def equal_tokens_table(runs: pd.DataFrame, names: dict[str, list[str]], finals: dict[str, pd.DataFrame]) -> str:
